@@ -1,0 +1,57 @@
+"""Settings with defaults; each can be overridden by an environment variable PEOPLEMAP_<NAME>."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _default_cache() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "peoplemap")
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: str = ""
+    """Where exported ONNX models are cached (never inside the repository)."""
+    batch_size: int = 32
+    """Images per model call."""
+    max_image_pixels: int = 100_000_000
+    """Images declaring more pixels than this are refused before decoding (decompression bombs)."""
+    max_file_bytes: int = 512 * 1024 * 1024
+    """Files larger than this are refused without reading."""
+    max_upload_mb: int = 25
+    """Upload limit of the app, and of query bytes passed to search."""
+    threads: int = 0
+    """Intra-op threads for onnxruntime; 0 = all cores."""
+    workers: int = 0
+    """Decode/detect worker processes; 0 = number of cores."""
+
+    def __post_init__(self) -> None:
+        if not self.cache_dir:
+            object.__setattr__(self, "cache_dir", _default_cache())
+
+    @property
+    def model_dir(self) -> Path:
+        return Path(self.cache_dir) / "models"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Defaults, then PEOPLEMAP_* environment variables, then explicit keyword overrides."""
+    values: dict[str, object] = {}
+    for f in fields(Settings):
+        env = os.environ.get(f"PEOPLEMAP_{f.name.upper()}")
+        if env is None:
+            continue
+        if f.type in ("int", int):
+            try:
+                values[f.name] = int(env)
+            except ValueError:
+                raise InputError(f"PEOPLEMAP_{f.name.upper()}={env!r} is not an integer") from None
+        else:
+            values[f.name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**values)  # type: ignore[arg-type]
