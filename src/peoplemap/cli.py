@@ -1,0 +1,260 @@
+"""The `peoplemap` command: a thin layer over peoplemap.Library.
+
+Library errors become `Error: ...` with exit code 1 and no traceback. Heavy packages are imported
+inside the commands, so `peoplemap --help` is fast and works without any model installed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import click
+
+from .errors import PeoplemapError
+
+LIBRARY_HELP = "Library folder (created by `index` if missing)."
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except PeoplemapError as e:
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; work committed so far is kept. Run the command again to "
+                       "continue.", err=True)
+            sys.exit(130)
+
+
+@contextmanager
+def _progress_bar(desc: str) -> Iterator:
+    """A progress callback rendered as a tqdm bar on stderr (quiet when not a terminal)."""
+    from tqdm import tqdm
+
+    bars: dict[str, tqdm] = {}
+
+    def cb(stage: str, done: int, total: Optional[int]) -> None:
+        bar = bars.get(stage)
+        if bar is None:
+            bar = bars[stage] = tqdm(total=total, desc=f"{desc} {stage}".strip(), unit="file"
+                                     if stage == "index" else "step", file=sys.stderr,
+                                     disable=None, leave=False)
+        if total is not None and bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield cb
+    finally:
+        for b in bars.values():
+            b.close()
+
+
+def _open(library: str, create: bool = False):
+    from .library import Library
+
+    return Library.open(library, create=create)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
+@click.version_option(package_name="peoplemap")
+def main(verbose: int) -> None:
+    """Find out who is in a pile of images: index a folder, group it by person, search by photo.
+
+    \b
+    Example:
+      peoplemap index ~/Pictures --library people.lib
+      peoplemap cluster --library people.lib
+      peoplemap search me.jpg --library people.lib -k 5
+      peoplemap ui --library people.lib
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("photos_dir", type=click.Path(file_okay=False))
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("--model", "-m", default="mobilenetv2", show_default=True,
+              help="Embedding model; `peoplemap models` lists them.")
+@click.option("--rebuild", is_flag=True, help="Re-extract this model's vectors (after a model change).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def index(photos_dir: str, library: str, model: str, rebuild: bool, as_json: bool) -> None:
+    """Index the images in PHOTOS_DIR (recursively) into a library.
+
+    Only new or changed files are processed on a re-run; deleted files are dropped. Files that
+    cannot be read are recorded with the reason and listed in the summary.
+
+    \b
+    Example:
+      peoplemap index ~/Pictures --library people.lib --model mobilenetv2
+    """
+    lib = _open(library, create=True)
+    with _progress_bar("") as cb:
+        s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb)
+    if as_json:
+        click.echo(json.dumps(s.to_json(), indent=1))
+        return
+    click.echo(f"Indexed {s.folder} with {s.model} in {s.seconds:.1f}s: {s.files_seen} files, "
+               f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.removed} removed; "
+               f"{s.items_added} items added" + (f" ({s.reused} reused identical images)" if s.reused else ""))
+    if s.images_without_items:
+        click.echo(f"{s.images_without_items} images had nothing to embed for this model.")
+    if s.skipped:
+        click.echo(f"Skipped {len(s.skipped)} files:")
+        for sk in s.skipped[:50]:
+            click.echo(f"  {sk.path!r}: {sk.reason}")
+        if len(s.skipped) > 50:
+            click.echo(f"  ... and {len(s.skipped) - 50} more (`peoplemap info` lists them all)")
+
+
+@main.command()
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("--model", "-m", default=None, help="Vector set to cluster (default: the latest indexed).")
+@click.option("--profile", type=click.Choice(["default", "seed"]), default="default", show_default=True,
+              help="`seed` reproduces the original design: StandardScaler, PCA(50), HDBSCAN(3).")
+@click.option("--min-cluster-size", type=click.IntRange(min=2), default=None,
+              help="Smallest group that counts as a cluster (profile default if not given).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def cluster(library: str, model: Optional[str], profile: str, min_cluster_size: Optional[int],
+            as_json: bool) -> None:
+    """Group the library's items into clusters; the rest are "unsorted".
+
+    \b
+    Example:
+      peoplemap cluster --library people.lib --profile seed --min-cluster-size 3
+    """
+    lib = _open(library)
+    with _progress_bar("") as cb:
+        s = lib.cluster(model=model, profile=profile, min_cluster_size=min_cluster_size, progress=cb)
+    if as_json:
+        click.echo(json.dumps(s.to_json(), indent=1))
+        return
+    click.echo(f"Clustered {s.n_items} {s.model} items with profile {s.profile} in {s.seconds:.1f}s: "
+               f"{s.n_clusters} clusters, {s.n_noise} unsorted.")
+
+
+@main.command()
+@click.argument("query_images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Number of hits per query.")
+@click.option("--model", "-m", default=None, help="Vector set to search (default: the latest indexed).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per query.")
+def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[str],
+           as_json: bool) -> None:
+    """Find the items most like each QUERY_IMAGE, and the cluster it belongs to.
+
+    \b
+    Example:
+      peoplemap search me.jpg friend.png --library people.lib -k 5 --json
+    """
+    lib = _open(library)
+    out = []
+    for q in query_images:
+        for r in lib.search(q, k=k, model=model):
+            out.append(r)
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in out], indent=1, ensure_ascii=False))
+        return
+    for r in out:
+        where = "no cluster" if r.cluster is None else f"cluster {r.cluster} (confidence {r.confidence:.2f})"
+        box = f" box {r.region.box}" if r.region and r.region.box else ""
+        click.echo(f"{r.query}{box}: {where}")
+        for rank, h in enumerate(r.hits, 1):
+            c = "unsorted" if h.cluster is None else f"cluster {h.cluster}"
+            click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {c:12s} {h.path}")
+
+
+@main.command()
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "folders"]), required=True,
+              help="csv/json: one row per item; folders: a folder of links per cluster.")
+@click.option("--out", "-o", required=True, type=click.Path(), help="File (csv, json) or new folder.")
+@click.option("--model", "-m", default=None, help="Vector set to export (default: the latest indexed).")
+def export(library: str, fmt: str, out: str, model: Optional[str]) -> None:
+    """Export the clustering: CSV, JSON, or one folder per cluster (links, originals untouched).
+
+    \b
+    Example:
+      peoplemap export --library people.lib --format folders --out by-person/
+    """
+    lib = _open(library)
+    path = lib.export(fmt, out, model=model)
+    click.echo(f"Wrote {path}")
+
+
+@main.command()
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def info(library: str, as_json: bool) -> None:
+    """Show what a library holds: counts, models, clusterings, skipped files, last runs.
+
+    \b
+    Example:
+      peoplemap info --library people.lib
+    """
+    lib = _open(library)
+    d = lib.info()
+    if as_json:
+        click.echo(json.dumps(d, indent=1, ensure_ascii=False))
+        return
+    click.echo(f"Library {d['library']}: {d['images']} images, {d['items']} items")
+    for m in d["models"]:
+        c = m["clustering"]
+        cl = ("not clustered" if c is None else
+              f"{c['clusters']} clusters, {c['unsorted']} unsorted (profile {c['profile']}"
+              + (", stale: re-run cluster" if c["stale"] else "") + ")")
+        click.echo(f"  {m['model']} ({m['item_kind']}, {m['dim']}-d): {m['items']} items from "
+                   f"{m['images']} images; {cl}")
+    if d["skipped"]:
+        click.echo(f"Skipped files ({len(d['skipped'])}):")
+        for s in d["skipped"]:
+            click.echo(f"  {s['path']!r}: {s['reason']}")
+    for r in d["last_runs"][:3]:
+        click.echo(f"Run: {r['kind']} {r['status']} {json.dumps(r['params'])}")
+
+
+@main.command()
+def models() -> None:
+    """List the embedding models this installation can use.
+
+    \b
+    Example:
+      peoplemap models
+    """
+    from .embed.registry import available_models
+
+    for name, desc in available_models().items():
+        click.echo(f"{name:14s} {desc}")
+
+
+@main.command()
+@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.option("--port", type=int, default=8501, show_default=True)
+@click.option("--address", default="localhost", show_default=True,
+              help="Interface to listen on (localhost keeps the app private to this machine).")
+def ui(library: str, port: int, address: str) -> None:
+    """Start the web app (Index, Clusters, Search pages) on http://localhost:PORT.
+
+    \b
+    Example:
+      peoplemap ui --library people.lib --port 8501
+    """
+    from .ui.launch import run_app
+
+    lib = _open(library, create=True)
+    lib.close()
+    sys.exit(run_app(str(lib.path), port=port, address=address))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,152 @@
+"""Search a library with an image: find what to match in the query, look it up in the FAISS index
+of the chosen vector set, join hits to items and clusters, and assign the query to a cluster."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from .embed.base import crop
+from .errors import ImageError, InputError
+from .types import NOISE, Assignment, Hit, QueryResult
+
+if TYPE_CHECKING:
+    from .library import Library, VectorSetInfo
+
+log = logging.getLogger(__name__)
+
+
+def vector_index(lib: "Library", s: "VectorSetInfo"):
+    """The set's FAISS index: cached in memory, else loaded from disk, else (re)built and saved."""
+    from .search import VectorIndex
+
+    stamp = f"{s.version}:{s.generation}:{s.n_items}"
+    with lib._lock:
+        idx = lib._indexes.get(s.id)
+        if idx is not None and idx.stamp == stamp:
+            return idx
+        path = lib.path / "indexes" / f"set-{s.id}.faiss"
+        idx = None
+        if path.exists():
+            try:
+                idx = VectorIndex.load(path)
+            except Exception as e:  # a damaged derived file is rebuilt, never fatal
+                log.warning("rebuilding index %s: %s", path, e)
+                idx = None
+        if idx is None or idx.stamp != stamp:
+            ids, X = lib.vectors(s.model)
+            idx = VectorIndex.build(X, ids)
+            idx.stamp = stamp
+            path.parent.mkdir(exist_ok=True)
+            try:
+                idx.save(path)
+            except OSError as e:  # read-only library: search still works from memory
+                log.warning("could not save index %s: %s", path, e)
+        lib._indexes[s.id] = idx
+        return idx
+
+
+def _cluster_model(lib: "Library", model: str):
+    """(fitted cluster model, label map) of the current clustering, or None."""
+    from .cluster import load_model
+    from .clustering_run import model_path
+
+    c = lib.clustering(model)
+    if c is None:
+        return None
+    with lib._lock:
+        cached = lib._cluster_models.get(c.set_id)
+        if cached is not None and cached[0] == c.id:
+            return cached[1], cached[2]
+        path = model_path(lib, c.id)
+        if not path.exists():
+            log.warning("clustering state %s is missing; run `peoplemap cluster` again", path)
+            return None
+        est = load_model(path)
+        label_map = {int(k): int(v) for k, v in c.params.get("label_map", {}).items()}
+        lib._cluster_models[c.set_id] = (c.id, est, label_map)
+        return est, label_map
+
+
+def load_query(lib: "Library", query) -> tuple[str, "object"]:
+    """(display name, DecodedImage) for a path or image bytes, size-checked by content."""
+    from .ingest import decode_image, read_image
+
+    limit = lib.settings.max_upload_mb * 1024 * 1024
+    if isinstance(query, (bytes, bytearray, memoryview)):
+        data = bytes(query)
+        if len(data) > limit:
+            raise InputError(f"query image is {len(data) / 1e6:.1f} MB; the limit is "
+                             f"{lib.settings.max_upload_mb} MB")
+        try:
+            return "upload", decode_image(data)
+        except ImageError as e:
+            raise InputError(f"query image cannot be used: {e.reason}") from None
+    path = os.fspath(query)
+    if not os.path.isfile(path):
+        raise InputError(f"query image {path!r} does not exist or is not a file")
+    try:
+        _sha, img = read_image(path)
+    except ImageError as e:
+        raise InputError(f"query image {path!r} cannot be used: {e.reason}") from None
+    return path, img
+
+
+def search_image(lib: "Library", query, *, k: int, model: Optional[str],
+                 name: Optional[str] = None) -> list[QueryResult]:
+    if not isinstance(k, int) or k < 1:
+        raise InputError(f"k must be a positive integer, got {k!r}")
+    s = lib.vector_set(model)
+    embedder = lib.embedder(s.model)
+    if embedder.version != s.version:
+        raise InputError(f"the library's {s.model} vectors come from version {s.version} but the "
+                         f"installed model is {embedder.version}; re-index with --rebuild")
+    qname, img = load_query(lib, query)
+    qname = name or qname
+    regions = embedder.regions(img.pixels)
+    if not regions:
+        return [QueryResult(query=qname, region=None, cluster=None, confidence=0.0, hits=[])]
+    Q = embedder.embed([crop(img.pixels, r) for r in regions])
+    idx = vector_index(lib, s)
+    D, I = idx.search(Q, min(k, max(1, len(idx))))
+    labels = lib.labels(s.model)
+    assigned = _assign(lib, s.model, Q)
+    all_ids = sorted({int(i) for i in I.ravel() if i >= 0})
+    items = {it.id: it for it in lib.items(s.model, ids=all_ids)}
+    results = []
+    for qi, r in enumerate(regions):
+        hits = []
+        for d, i in zip(D[qi], I[qi]):
+            it = items.get(int(i))
+            if i < 0 or it is None:
+                continue
+            lab = labels.get(it.id)
+            hits.append(Hit(item_id=it.id, path=it.path, box=it.box, distance=float(d),
+                            similarity=float(1.0 - d * d / 2.0),
+                            cluster=None if lab is None or lab == NOISE else int(lab)))
+        a = assigned[qi]
+        box = None
+        if r.box is not None:
+            scale = img.scale or 1.0
+            box = tuple(int(round(v / scale)) for v in r.box)
+        results.append(QueryResult(query=qname, region=type(r)(box=box, score=r.score),
+                                   cluster=a.cluster, confidence=a.confidence, hits=hits))
+    return results
+
+
+def _assign(lib: "Library", model: str, Q: np.ndarray) -> list[Assignment]:
+    from .cluster import assign
+
+    cm = _cluster_model(lib, model)
+    if cm is None:
+        return [Assignment(None, 0.0) for _ in range(len(Q))]
+    est, label_map = cm
+    out = []
+    for a in assign(est, Q):
+        if a.cluster is None or a.cluster == NOISE or int(a.cluster) not in label_map:
+            out.append(Assignment(None, 0.0))
+        else:
+            out.append(Assignment(label_map[int(a.cluster)], float(a.confidence)))
+    return out

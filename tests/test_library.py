@@ -1,0 +1,219 @@
+"""The Library on generated images with the fake embedder: incremental indexing, the item-id
+invariant, clustering, search, export and the writer lock."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from peoplemap import Library, LibraryBusyError, LibraryError, NOISE
+from peoplemap.errors import InputError
+
+from conftest import make_person_images
+
+
+def test_index_counts_and_rerun_is_incremental(library, photos):
+    s = library.index(photos, model="fake")
+    assert (s.files_seen, s.new, s.unchanged, s.items_added) == (20, 20, 0, 20)
+    assert s.skipped == []
+    s2 = library.index(photos, model="fake")
+    assert (s2.new, s2.changed, s2.unchanged, s2.removed, s2.items_added) == (0, 0, 20, 0, 0)
+
+
+def test_changed_deleted_and_copied_files(library, photos):
+    library.index(photos, model="fake")
+    ids_before, _ = library.vectors("fake")
+    # change one file's content, delete one, copy one under a new name
+    changed = photos / "person0" / "img0.jpg"
+    Image.new("RGB", (64, 80), (10, 200, 30)).save(changed)
+    os.remove(photos / "person1" / "img1.png")
+    shutil.copy(photos / "person2" / "img2.jpg", photos / "person2" / "copy.jpg")
+    s = library.index(photos, model="fake")
+    assert (s.changed, s.removed, s.new, s.reused) == (1, 1, 1, 1)
+    assert s.items_added == 2
+    ids, X = library.vectors("fake")
+    assert len(ids) == 20
+    paths = {it.path for it in library.items("fake")}
+    assert str(photos / "person1" / "img1.png") not in paths
+    copy = [it for it in library.items("fake") if it.path.endswith("copy.jpg")][0]
+    orig = [it for it in library.items("fake") if it.path.endswith("person2/img2.jpg")][0]
+    np.testing.assert_array_equal(X[list(ids).index(copy.id)], X[list(ids).index(orig.id)])
+
+
+def test_bad_files_are_recorded_and_indexing_goes_on(library, photos):
+    (photos / "empty.jpg").write_bytes(b"")
+    (photos / "notes.png").write_text("hello, not an image")
+    (photos / "trunc.jpg").write_bytes((photos / "person0" / "img0.jpg").read_bytes()[:200])
+    s = library.index(photos, model="fake")
+    reasons = {Path(k.path).name: k.reason for k in s.skipped}
+    assert set(reasons) == {"empty.jpg", "notes.png", "trunc.jpg"}
+    assert all(reasons.values())
+    assert s.items_added == 20
+    assert {Path(k.path).name for k in library.skipped()} == set(reasons)
+    # unchanged bad files are not retried; a fixed one is picked up; a deleted one forgotten
+    os.remove(photos / "notes.png")
+    shutil.copy(photos / "person3" / "img1.png", photos / "empty.jpg")
+    s2 = library.index(photos, model="fake")
+    assert {Path(k.path).name for k in s2.skipped} == {"trunc.jpg"}
+    assert s2.items_added == 1
+
+
+def test_item_id_invariant(library, photos):
+    """An item id is the same row in the catalog, the vectors, the index, labels and hits."""
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    ids, X = library.vectors("fake")
+    items = library.items("fake")
+    assert list(ids) == [it.id for it in items]
+    assert set(library.labels("fake")) == set(ids.tolist())
+    idx = library.index_for("fake")
+    D, I = idx.search(X, 1)
+    np.testing.assert_array_equal(I[:, 0], ids)  # each vector finds its own item first
+    hits = library.search(items[3].path, k=3, model="fake")[0].hits
+    assert hits[0].item_id == items[3].id and hits[0].path == items[3].path
+    assert hits[0].distance == pytest.approx(0.0, abs=1e-3)
+
+
+def test_cluster_finds_the_generated_people(library, photos):
+    library.index(photos, model="fake")
+    summary = library.cluster(model="fake", min_cluster_size=3)
+    assert summary.n_clusters == 4 and summary.n_noise == 0
+    clusters = library.clusters("fake")
+    people = [{Path(it.path).parent.name for it in library.items("fake", ids=c.item_ids)}
+              for c in clusters]
+    assert all(len(p) == 1 for p in people)
+    assert sorted(c.size for c in clusters) == [5, 5, 5, 5]
+
+
+def test_seed_profile_runs_on_stored_vectors(library, photos):
+    library.index(photos, model="fake")
+    s = library.cluster(model="fake", profile="seed")
+    assert s.profile == "seed" and s.n_items == 20
+    assert library.clustering("fake").profile == "seed"
+
+
+def test_search_assigns_query_to_its_person(library, photos, tmp_path):
+    library.index(photos, model="fake")
+    library.cluster(model="fake", min_cluster_size=3)
+    # a new, unseen image of person2: same layout, fresh noise
+    q = tmp_path / "query.png"
+    src = np.asarray(Image.open(photos / "person2" / "img0.jpg"), dtype=np.float32)
+    Image.fromarray(np.clip(src + np.random.default_rng(9).normal(0, 4, src.shape), 0, 255)
+                    .astype(np.uint8)).save(q)
+    r = library.search(q, k=5, model="fake")[0]
+    person2 = {it.id for it in library.items("fake") if "/person2/" in it.path}
+    assert {h.item_id for h in r.hits} == person2
+    assert r.cluster == r.hits[0].cluster and r.cluster is not None
+    assert 0 < r.confidence <= 1
+    # bytes work the same as a path
+    r2 = library.search(q.read_bytes(), k=5, model="fake", name="q.png")[0]
+    assert [h.item_id for h in r2.hits] == [h.item_id for h in r.hits] and r2.query == "q.png"
+
+
+def test_search_rejects_bad_queries(library, photos, tmp_path):
+    library.index(photos, model="fake")
+    with pytest.raises(InputError, match="not an image"):
+        library.search(b"plain text, not an image", model="fake")
+    with pytest.raises(InputError, match="does not exist"):
+        library.search(tmp_path / "nope.jpg", model="fake")
+    with pytest.raises(InputError, match="k must be"):
+        library.search(photos / "person0" / "img0.jpg", k=0, model="fake")
+
+
+def test_index_rebuilt_when_stale(library, photos):
+    library.index(photos, model="fake")
+    assert len(library.index_for("fake")) == 20
+    make_person_images(photos / "more", n_people=1, per_person=3, seed=5)
+    library.index(photos, model="fake")
+    assert len(library.index_for("fake")) == 23
+    # a fresh Library object loads the saved index, which matches the catalog
+    other = Library.open(library.path, settings=library.settings)
+    assert len(other.index_for("fake")) == 23
+    other.close()
+
+
+def test_clustering_marked_stale_after_new_images(library, photos):
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    assert library.clustering("fake").stale is False
+    make_person_images(photos / "more", n_people=1, per_person=2, seed=3)
+    library.index(photos, model="fake")
+    assert library.clustering("fake").stale is True
+
+
+def test_version_change_refused_with_instructions(library, photos, monkeypatch):
+    library.index(photos, model="fake")
+    from conftest import FakeEmbedder
+    monkeypatch.setattr(FakeEmbedder, "version", "2")
+    library._embedders.clear()
+    with pytest.raises(LibraryError, match="--rebuild"):
+        library.index(photos, model="fake")
+    s = library.index(photos, model="fake", rebuild=True)
+    assert s.items_added == 20 and library.vector_set("fake").version == "2"
+
+
+def test_writer_lock_refuses_second_writer(library, photos):
+    with library.writing("test holder"):
+        with pytest.raises(LibraryBusyError, match="busy: `test holder`"):
+            library.index(photos, model="fake")
+
+
+def test_open_refuses_non_library(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "a.txt").write_text("x")
+    with pytest.raises(LibraryError, match="not a peoplemap library"):
+        Library.open(tmp_path / "stuff", create=True)
+    with pytest.raises(LibraryError, match="no peoplemap library"):
+        Library.open(tmp_path / "missing")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "library.sqlite").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(LibraryError, match="not a peoplemap library"):
+        Library.open(bad)
+
+
+def test_sqlite_is_wal_and_whole(library, photos):
+    library.index(photos, model="fake")
+    con = sqlite3.connect(library.path / "library.sqlite")
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+    assert con.execute("SELECT COUNT(*) FROM vectors").fetchone()[0] == n_items == 20
+
+
+def test_export_csv_json_folders(library, photos, tmp_path):
+    library.index(photos, model="fake")
+    library.cluster(model="fake", min_cluster_size=3)
+    out_csv = library.export("csv", tmp_path / "out.csv")
+    rows = list(csv.DictReader(open(out_csv, encoding="utf-8")))
+    assert len(rows) == 20
+    assert {"item_id", "path", "box", "cluster", "person_name"} <= set(rows[0])
+    data = json.loads(library.export("json", tmp_path / "out.json").read_text())
+    assert len(data["items"]) == 20 and {r["cluster"] for r in data["items"]} == {0, 1, 2, 3}
+    before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
+    folders = library.export("folders", tmp_path / "byperson")
+    dirs = sorted(d.name for d in folders.iterdir())
+    assert dirs == ["cluster-0000", "cluster-0001", "cluster-0002", "cluster-0003"]
+    links = list(folders.rglob("*"))
+    assert all(p.is_symlink() for p in links if not p.is_dir())
+    assert sum(1 for p in links if p.is_symlink()) == 20
+    assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
+    with pytest.raises(InputError, match="not empty"):
+        library.export("folders", folders)
+    with pytest.raises(InputError, match="unknown export format"):
+        library.export("xml", tmp_path / "x.xml")
+
+
+def test_delete_removes_library(library, photos):
+    library.index(photos, model="fake")
+    path = library.path
+    library.delete()
+    assert not path.exists()
+    assert (photos / "person0" / "img0.jpg").exists()
