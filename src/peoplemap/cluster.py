@@ -1,0 +1,442 @@
+"""Group item vectors into people with HDBSCAN, and place new points into a fitted grouping.
+
+`Clusterer` is a scikit-learn-style estimator: `__init__` only stores keyword parameters, `fit`
+validates them, fitted state ends in `_`. `assign(model, X_new)` is a free function over a fitted
+model, like hdbscan's `approximate_predict`. `save_model` / `load_model` persist a fitted model as
+one `.npz` file (numeric arrays plus a JSON string; loaded with `allow_pickle=False`).
+
+Assignment rule (see `assign`): a cluster's *radius* is the largest nearest-neighbour distance
+between two of its members (the scale at which every member has a neighbour in the cluster).
+A new point may join cluster c when its distance to the nearest member of c is at most
+`ASSIGN_SLACK * radius_c`.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .errors import InputError
+from .types import NOISE, Assignment
+
+log = logging.getLogger(__name__)
+
+_HDBSCAN_DEFAULTS: dict[str, Any] = {
+    "cluster_selection_method": "eom",
+    "cluster_selection_epsilon": 0.0,
+    "alpha": 1.0,
+    "allow_single_cluster": False,
+    "algorithm": "best",  # Prim's for d > 60: measured ~4x faster than Boruvka at d=128..512, n=10k
+}
+PROFILES: dict[str, dict[str, Any]] = {
+    # The original design, exactly: StandardScaler -> PCA(50) -> hdbscan.HDBSCAN(min_cluster_size=3,
+    # metric="euclidean"), every other HDBSCAN parameter at the hdbscan package's default.
+    # PCA keeps sklearn's default solver; random_state=0 only matters where that solver is randomized.
+    "seed": {"preprocess": "standardize+pca", "pca_max_components": 50,
+             "min_cluster_size": 3, "min_samples": None, **_HDBSCAN_DEFAULTS},
+    # L2-normalised identity embeddings: no scaling, no PCA; euclidean on unit vectors is monotone in
+    # cosine distance. PROVISIONAL values: the lead will set min_cluster_size, min_samples,
+    # cluster_selection_method and cluster_selection_epsilon from measurements on labeled data.
+    "default": {"preprocess": "l2-normalize", "min_cluster_size": 2, "min_samples": 1, **_HDBSCAN_DEFAULTS},
+}
+
+TUNABLE = ("min_cluster_size", "min_samples", *_HDBSCAN_DEFAULTS)
+"""Parameters a caller may override; the preprocessing of a profile is fixed."""
+
+_ALGORITHMS = ("best", "generic", "prims_kdtree", "prims_balltree", "boruvka_kdtree", "boruvka_balltree")
+
+ASSIGN_K = 5
+"""Neighbours consulted by `assign` for its vote."""
+ASSIGN_SLACK = 1.25
+"""A new point may sit this many cluster radii from the cluster's nearest member."""
+
+_FORMAT = "peoplemap-cluster-model/1"
+_ARRAYS = ("labels", "probabilities", "radii", "scaler_mean", "scaler_scale", "pca_mean", "pca_components")
+
+
+def _check_matrix(X: Any, what: str = "X") -> np.ndarray:
+    """A finite 2-D numeric matrix with at least one column, or InputError."""
+    try:
+        X = np.asarray(X)
+        if X.dtype not in (np.float32, np.float64):  # float32 stays float32, as in the design's code
+            X = X.astype(np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numeric matrix: {exc}") from None
+    if X.ndim != 2:
+        raise InputError(f"{what} must be 2-D (n_samples, n_features), got shape {X.shape}")
+    if X.shape[1] == 0:
+        raise InputError(f"{what} has 0 features (shape {X.shape}); vectors need at least one value")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        rows = np.flatnonzero(bad)
+        raise InputError(
+            f"{what} contains NaN or infinite values in {rows.size} row(s), first at row {int(rows[0])}"
+        )
+    return X
+
+
+def _l2_normalize(X: np.ndarray, what: str) -> np.ndarray:
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size:
+        raise InputError(f"{what} row {int(zero[0])} is all zeros; it cannot be L2-normalised")
+    return X / norms
+
+
+class Clusterer:
+    """HDBSCAN over item vectors, in one of the `PROFILES` ("seed" or "default").
+
+    Fitted attributes: `labels_` (NOISE = -1), `probabilities_`, `n_clusters_`, `params_` (the
+    resolved parameters), `reference_` / `reference_labels_` (clustered points in clustering space)
+    and `radii_` (per cluster, used by `assign`).
+    """
+
+    def __init__(
+        self,
+        profile: str = "default",
+        *,
+        min_cluster_size: int | None = None,
+        min_samples: int | None = None,
+        **params: Any,
+    ) -> None:
+        self.profile = profile
+        self.min_cluster_size = min_cluster_size
+        self.min_samples = min_samples
+        self.params = params
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments (as given, not resolved)."""
+        sizes = {"min_cluster_size": self.min_cluster_size, "min_samples": self.min_samples}
+        return {"profile": self.profile, **sizes, **self.params}
+
+    # -- validation ---------------------------------------------------------------------------
+    def _resolve_params(self) -> dict[str, Any]:
+        if self.profile not in PROFILES:
+            raise InputError(f"Unknown clustering profile: {self.profile!r}. Must be one of {sorted(PROFILES)}")
+        unknown = sorted(set(self.params) - set(TUNABLE))
+        if unknown:
+            raise InputError(f"Unknown clustering parameter(s) {unknown}. Allowed: {list(TUNABLE)}")
+        p = dict(PROFILES[self.profile])
+        p.update(self.params)
+        if self.min_cluster_size is not None:
+            p["min_cluster_size"] = self.min_cluster_size
+        if self.min_samples is not None:
+            p["min_samples"] = self.min_samples
+        mcs = p["min_cluster_size"]
+        if isinstance(mcs, bool) or not isinstance(mcs, (int, np.integer)) or mcs < 2:
+            raise InputError(f"min_cluster_size must be an integer >= 2, got {mcs!r}")
+        ms = p["min_samples"]
+        if ms is not None and (isinstance(ms, bool) or not isinstance(ms, (int, np.integer)) or ms < 1):
+            raise InputError(f"min_samples must be None or an integer >= 1, got {ms!r}")
+        if p["cluster_selection_method"] not in ("eom", "leaf"):
+            bad = p["cluster_selection_method"]
+            raise InputError(f"cluster_selection_method must be 'eom' or 'leaf', got {bad!r}")
+        for name, low_ok in (("cluster_selection_epsilon", True), ("alpha", False)):
+            v = p[name]
+            number = not isinstance(v, bool) and isinstance(v, (int, float)) and bool(np.isfinite(v))
+            if not number or v < 0 or (v == 0 and not low_ok):
+                kind = "non-negative" if low_ok else "positive"
+                raise InputError(f"{name} must be a {kind} number, got {v!r}")
+            p[name] = float(v)
+        if p["algorithm"] not in _ALGORITHMS:
+            raise InputError(f"algorithm must be one of {list(_ALGORITHMS)}, got {p['algorithm']!r}")
+        p["min_cluster_size"] = int(mcs)
+        p["min_samples"] = None if ms is None else int(ms)
+        p["allow_single_cluster"] = bool(p["allow_single_cluster"])
+        return p
+
+    # -- fitting ------------------------------------------------------------------------------
+    def fit(self, X: np.ndarray, cannot_link: Sequence[Sequence[int]] | None = None) -> "Clusterer":
+        """Cluster the rows of X; rows in one `cannot_link` group never end up in the same cluster."""
+        p = self._resolve_params()
+        X = _check_matrix(X)
+        n, d = X.shape
+        groups = _check_groups(cannot_link, n)
+        self.params_ = p
+        self.n_features_in_ = d
+        self.n_samples_ = n
+        Z = self._fit_preprocess(X)
+
+        labels = np.full(n, NOISE, dtype=np.int64)
+        probs = np.zeros(n, dtype=np.float64)
+        if n >= 2 and n >= p["min_cluster_size"]:
+            import hdbscan
+
+            hdb = hdbscan.HDBSCAN(metric="euclidean", **{k: p[k] for k in TUNABLE})
+            labels = hdb.fit_predict(Z).astype(np.int64)
+            probs = np.asarray(hdb.probabilities_, dtype=np.float64)
+        else:
+            log.info("clustering %d point(s) with min_cluster_size=%d: all unsorted", n, p["min_cluster_size"])
+
+        if groups:
+            labels, probs = _apply_cannot_link(Z, labels, probs, groups, p["min_cluster_size"])
+        self.labels_ = labels
+        self.probabilities_ = probs
+        self.n_clusters_ = int(labels.max() + 1) if labels.size else 0
+        self._set_reference(Z[labels != NOISE], labels[labels != NOISE])
+        n_noise = int((labels == NOISE).sum())
+        log.info("clustered %d points into %d clusters, %d unsorted", n, self.n_clusters_, n_noise)
+        return self
+
+    def _fit_preprocess(self, X: np.ndarray) -> np.ndarray:
+        """Fit the profile's preprocessing; keep it as plain arrays so it can be saved without pickle."""
+        n, d = X.shape
+        self.scaler_mean_ = np.zeros(0)
+        self.scaler_scale_ = np.zeros(0)
+        self.pca_mean_ = np.zeros(0)
+        self.pca_components_ = np.zeros((0, d))
+        if self.params_["preprocess"] == "l2-normalize":
+            return _l2_normalize(X, "X")
+        # seed: literally the design's StandardScaler + PCA, so labels match its code exactly
+        from sklearn.decomposition import PCA
+        from sklearn.preprocessing import StandardScaler
+
+        if n == 0:
+            self.scaler_mean_, self.scaler_scale_ = np.zeros(d), np.ones(d)
+            return np.zeros((0, 0))
+        scaler = StandardScaler()
+        Xs = scaler.fit_transform(X)
+        self.scaler_mean_ = np.asarray(scaler.mean_, dtype=np.float64)
+        self.scaler_scale_ = np.asarray(scaler.scale_, dtype=np.float64)
+        k = min(int(self.params_["pca_max_components"]), n - 1, d)
+        if k < 1:
+            return np.zeros((n, 0))
+        pca = PCA(n_components=k, random_state=0)
+        Z = pca.fit_transform(Xs)
+        self.pca_mean_ = np.asarray(pca.mean_, dtype=np.float64)
+        self.pca_components_ = np.asarray(pca.components_, dtype=np.float64)
+        return np.asarray(Z, dtype=np.float64)
+
+    def _set_reference(self, ref: np.ndarray, ref_labels: np.ndarray) -> None:
+        self.reference_: Optional[np.ndarray] = np.ascontiguousarray(ref, dtype=np.float32)
+        self.reference_labels_: Optional[np.ndarray] = np.asarray(ref_labels, dtype=np.int64)
+        self.radii_ = _cluster_radii(self.reference_, self.reference_labels_, self.n_clusters_)
+        self._nn_cache: Optional[Any] = None
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "labels_"):
+            raise InputError("This Clusterer is not fitted yet; call fit(X) first or load_model(path)")
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        """Map rows of X into the space clustering ran in."""
+        self._check_fitted()
+        X = _check_matrix(X)
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"X has {X.shape[1]} features but the model was fitted on {self.n_features_in_}")
+        if self.params_["preprocess"] == "l2-normalize":
+            return _l2_normalize(X, "X")
+        Xs = (X - self.scaler_mean_) / self.scaler_scale_ if self.scaler_mean_.size else X
+        if self.pca_components_.shape[0] == 0:
+            return np.zeros((X.shape[0], 0))
+        return (Xs - self.pca_mean_) @ self.pca_components_.T
+
+
+def _check_groups(cannot_link: Sequence[Sequence[int]] | None, n: int) -> list[np.ndarray]:
+    if cannot_link is None:
+        return []
+    groups = []
+    for i, g in enumerate(cannot_link):
+        try:
+            idx = np.unique(np.asarray(list(g), dtype=np.int64))
+        except (TypeError, ValueError):
+            raise InputError(f"cannot_link group {i} must be a sequence of row indices, got {g!r}") from None
+        if idx.size and (idx[0] < 0 or idx[-1] >= n):
+            raise InputError(f"cannot_link group {i} has index out of range 0..{n - 1}: {list(map(int, idx))}")
+        if idx.size > 1:
+            groups.append(idx)
+    return groups
+
+
+def _apply_cannot_link(
+    Z: np.ndarray, labels: np.ndarray, probs: np.ndarray, groups: list[np.ndarray], min_cluster_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep one member per (group, cluster): highest probability, then nearest the cluster centroid.
+
+    The others become NOISE; clusters left smaller than min_cluster_size dissolve; evicted points
+    then join another cluster if `assign`'s rule accepts them there without a new conflict.
+    """
+    labels, probs = labels.copy(), probs.copy()
+    centroids = {int(c): Z[labels == c].mean(axis=0) for c in np.unique(labels[labels != NOISE])}
+    evicted: list[int] = []
+    for g in groups:
+        for c in np.unique(labels[g]):
+            if c == NOISE:
+                continue
+            members = g[labels[g] == c]
+            if members.size < 2:
+                continue
+            dist = np.linalg.norm(Z[members] - centroids[int(c)], axis=1)
+            keep = members[np.lexsort((members, dist, -probs[members]))[0]]
+            for r in members[members != keep]:
+                evicted.append(int(r))
+                labels[r], probs[r] = NOISE, 0.0
+    sizes = np.bincount(labels[labels != NOISE])
+    for c in np.flatnonzero((sizes > 0) & (sizes < min_cluster_size)):
+        probs[labels == c] = 0.0
+        labels[labels == c] = NOISE
+    labels = _relabel(labels)
+    log.info("cannot-link: moved %d point(s) out of shared clusters", len(evicted))
+
+    if evicted and (labels != NOISE).any():
+        n_clusters = int(labels.max() + 1)
+        ref = np.ascontiguousarray(Z[labels != NOISE], dtype=np.float32)
+        ref_labels = labels[labels != NOISE]
+        radii = _cluster_radii(ref, ref_labels, n_clusters)
+        rows = np.asarray(evicted, dtype=np.int64)
+        found = _assign_points(Z[rows].astype(np.float32), ref, ref_labels, radii, None)
+        for r, (c, conf) in zip(rows, found):
+            if c is None:
+                continue
+            if any(r in g and (labels[g] == c).any() for g in groups):
+                continue
+            labels[r], probs[r] = c, conf
+    return labels, probs
+
+
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Renumber clusters 0..k-1 in order of their old ids, keeping NOISE."""
+    kept = np.unique(labels[labels != NOISE])
+    return np.where(labels == NOISE, NOISE, np.searchsorted(kept, labels)).astype(np.int64)
+
+
+def _cluster_radii(ref: np.ndarray, ref_labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Per cluster: the largest distance from a member to its nearest fellow member."""
+    from sklearn.neighbors import NearestNeighbors
+
+    radii = np.zeros(n_clusters, dtype=np.float64)
+    for c in range(n_clusters):
+        pts = ref[ref_labels == c]
+        if len(pts) < 2:
+            continue
+        dist, _ = NearestNeighbors(n_neighbors=1).fit(pts).kneighbors()
+        radii[c] = float(dist.max())
+    return radii
+
+
+def _assign_points(
+    Q: np.ndarray, ref: np.ndarray, ref_labels: np.ndarray, radii: np.ndarray, nn: Optional[Any]
+) -> list[tuple[Optional[int], float]]:
+    """(cluster, confidence) per row of Q; see `assign` for the rule."""
+    if len(ref) == 0 or len(Q) == 0:
+        return [(None, 0.0)] * len(Q)
+    if nn is None:
+        from sklearn.neighbors import NearestNeighbors
+
+        nn = NearestNeighbors().fit(ref)
+    k = min(ASSIGN_K, len(ref))
+    dist, idx = nn.kneighbors(Q, n_neighbors=k)
+    sizes = np.bincount(ref_labels, minlength=len(radii))
+    out: list[tuple[Optional[int], float]] = []
+    for drow, irow in zip(dist, idx):
+        nbr = ref_labels[irow]
+        best: tuple[Optional[int], float] = (None, 0.0)
+        for c in dict.fromkeys(nbr.tolist()):  # clusters in order of their nearest member
+            d_c = float(drow[np.argmax(nbr == c)])
+            r_c = float(radii[c])
+            ratio = d_c / r_c if r_c > 0 else (0.0 if d_c == 0 else np.inf)
+            if ratio > ASSIGN_SLACK:
+                continue
+            k_c = min(k, int(sizes[c]))
+            vote = float(np.count_nonzero(nbr[:k_c] == c)) / k_c
+            conf = vote * (1.0 - 0.5 * ratio / ASSIGN_SLACK)
+            if conf > best[1]:
+                best = (int(c), conf)
+        out.append(best)
+    return out
+
+
+def assign(model: Clusterer, X_new: np.ndarray, X_ref: np.ndarray | None = None) -> list[Assignment]:
+    """Place new points into the clusters of a fitted model, like hdbscan's approximate_predict.
+
+    Rule: among the ASSIGN_K nearest clustered reference points, a cluster c is a candidate when its
+    nearest member lies within ASSIGN_SLACK * radius_c. Confidence = vote * (1 - 0.5 * ratio / SLACK)
+    where ratio = distance / radius_c (so closeness is in [0.5, 1]) and vote is the share of c among
+    the min(ASSIGN_K, |c|) nearest reference points. The best candidate wins; no candidate gives
+    Assignment(None, 0.0). X_ref (the original fitted X) is needed only when the model was saved
+    without its reference points.
+    """
+    model._check_fitted()
+    Q = model.transform(X_new).astype(np.float32)
+    nn = None
+    if X_ref is not None:
+        X_ref = _check_matrix(X_ref, "X_ref")
+        if X_ref.shape[0] != model.n_samples_:
+            raise InputError(f"X_ref has {X_ref.shape[0]} rows but the model was fitted on {model.n_samples_}")
+        clustered = model.labels_ != NOISE
+        ref = model.transform(X_ref)[clustered].astype(np.float32)
+        ref_labels = model.labels_[clustered]
+    elif model.reference_ is None:
+        raise InputError("This model was saved without reference points; pass X_ref (the fitted X) to assign()")
+    else:
+        ref, ref_labels = model.reference_, model.reference_labels_
+        if model._nn_cache is None and len(ref):
+            from sklearn.neighbors import NearestNeighbors
+
+            model._nn_cache = NearestNeighbors().fit(ref)
+        nn = model._nn_cache
+    return [Assignment(c, conf) for c, conf in _assign_points(Q, ref, ref_labels, model.radii_, nn)]
+
+
+def save_model(model: Clusterer, path: str | os.PathLike, *, include_reference: bool = True) -> None:
+    """Write a fitted model to one .npz file (arrays + a JSON string), atomically."""
+    model._check_fitted()
+    meta = {
+        "format": _FORMAT,
+        "constructor": model.get_params(),
+        "params": model.params_,
+        "n_features_in": model.n_features_in_,
+        "n_samples": model.n_samples_,
+        "n_clusters": model.n_clusters_,
+        "has_reference": bool(include_reference and model.reference_ is not None),
+    }
+    arrays = {name: getattr(model, name + "_") for name in _ARRAYS}
+    if meta["has_reference"]:
+        arrays["reference"] = model.reference_
+        arrays["reference_labels"] = model.reference_labels_
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(json.dumps(meta, default=_json_scalar)), **arrays)
+    os.replace(tmp, path)
+
+
+def _json_scalar(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot store {type(value).__name__} in a model file")
+
+
+def load_model(path: str | os.PathLike) -> Clusterer:
+    """Read a model written by `save_model`; never unpickles anything."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable clustering model ({exc})") from None
+    try:
+        meta = json.loads(str(data["meta"]))
+    except (KeyError, ValueError):
+        raise InputError(f"{path}: not a peoplemap clustering model (no metadata)") from None
+    if meta.get("format") != _FORMAT:
+        raise InputError(f"{path}: unsupported model format {meta.get('format')!r}; expected {_FORMAT!r}")
+    try:
+        ctor = dict(meta["constructor"])
+        model = Clusterer(ctor.pop("profile"), min_cluster_size=ctor.pop("min_cluster_size"),
+                          min_samples=ctor.pop("min_samples"), **ctor)
+        model.params_ = meta["params"]
+        model.n_features_in_ = int(meta["n_features_in"])
+        model.n_samples_ = int(meta["n_samples"])
+        model.n_clusters_ = int(meta["n_clusters"])
+        for name in _ARRAYS:
+            setattr(model, name + "_", data[name])
+        has_ref = meta["has_reference"]
+        model.reference_ = data["reference"] if has_ref else None
+        model.reference_labels_ = data["reference_labels"] if has_ref else None
+    except KeyError as exc:
+        raise InputError(f"{path}: damaged clustering model, missing {exc}") from None
+    model._nn_cache = None
+    return model

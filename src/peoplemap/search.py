@@ -1,0 +1,213 @@
+"""FAISS nearest-neighbour index over L2-normalised item vectors, keyed by item id.
+
+Exact search (IndexFlatL2) below `HNSW_THRESHOLD` vectors, HNSW above; both wrapped in IndexIDMap2
+so search returns item ids directly. Distances are euclidean (not squared): for unit vectors
+0 = identical, 2 = opposite, and cosine similarity = 1 - d**2 / 2.
+
+An index is saved as `path` (faiss.write_index) plus `path.json` holding kind, dim, n and a
+caller-provided `stamp` that the Library compares with its own to detect a stale index.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InputError, LibraryError
+
+log = logging.getLogger(__name__)
+
+HNSW_THRESHOLD = 50_000
+"""kind="auto" builds an exact index below this many vectors and HNSW from here up (to be measured)."""
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 200
+HNSW_EF_SEARCH = 128
+NORM_TOLERANCE = 1e-3
+"""Rows whose L2 norm differs from 1 by more than this are refused."""
+KINDS = ("flat", "hnsw")
+_FORMAT = "peoplemap-vector-index/1"
+
+
+def _check_vectors(X: Any, dim: int | None, what: str) -> np.ndarray:
+    """A C-contiguous float32 (n, d) matrix of finite unit vectors, or InputError."""
+    try:
+        X = np.asarray(X, dtype=np.float32)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a numeric matrix: {exc}") from None
+    if X.ndim != 2:
+        raise InputError(f"{what} must be 2-D (n, dim), got shape {X.shape}")
+    if X.shape[1] == 0:
+        raise InputError(f"{what} has dimension 0; vectors need at least one value")
+    if dim is not None and X.shape[1] != dim:
+        raise InputError(f"{what} has dimension {X.shape[1]} but the index has dimension {dim}")
+    finite = np.isfinite(X).all(axis=1)
+    if not finite.all():
+        raise InputError(f"{what} contains NaN or infinite values, first at row {int(np.argmin(finite))}")
+    norms = np.linalg.norm(X, axis=1)
+    off = np.abs(norms - 1.0) > NORM_TOLERANCE
+    if off.any():
+        i = int(np.argmax(off))
+        raise InputError(f"{what} must be L2-normalised; row {i} has norm {norms[i]:.4g}")
+    return np.ascontiguousarray(X)
+
+
+def _check_ids(ids: Any, n: int) -> np.ndarray:
+    try:
+        ids = np.asarray(ids)
+    except (TypeError, ValueError):
+        raise InputError("ids must be a 1-D array of non-negative integers") from None
+    if ids.ndim != 1 or ids.shape[0] != n:
+        raise InputError(f"ids must be a 1-D array with one id per vector ({n}), got shape {ids.shape}")
+    if n and not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"ids must be integers, got dtype {ids.dtype}")
+    ids = ids.astype(np.int64)
+    if n and ids.min() < 0:
+        raise InputError(f"ids must be non-negative (-1 marks a missing result), got {int(ids.min())}")
+    if np.unique(ids).size != n:
+        raise InputError("ids must be unique; the same item id appears twice")
+    return np.ascontiguousarray(ids)
+
+
+def _new_faiss_index(kind: str, dim: int) -> Any:
+    import faiss
+
+    if kind == "flat":
+        inner = faiss.IndexFlatL2(dim)
+    else:
+        inner = faiss.IndexHNSWFlat(dim, HNSW_M)
+        inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        inner.hnsw.efSearch = HNSW_EF_SEARCH
+    return faiss.IndexIDMap2(inner)
+
+
+class VectorIndex:
+    """Nearest-neighbour search over item vectors; results carry item ids."""
+
+    def __init__(self, index: Any, kind: str, stamp: str = "") -> None:
+        """Wrap a faiss IndexIDMap2; use `build` or `load` rather than calling this directly."""
+        if kind not in KINDS:
+            raise InputError(f"Unknown index kind: {kind!r}. Must be one of {list(KINDS)}")
+        self._index = index
+        self.kind = kind
+        self.stamp = stamp
+
+    @property
+    def dim(self) -> int:
+        return int(self._index.d)
+
+    def __len__(self) -> int:
+        return int(self._index.ntotal)
+
+    def __repr__(self) -> str:
+        return f"VectorIndex(kind={self.kind!r}, dim={self.dim}, n={len(self)}, stamp={self.stamp!r})"
+
+    @classmethod
+    def build(cls, X: np.ndarray, ids: np.ndarray, *, kind: str = "auto", stamp: str = "") -> "VectorIndex":
+        """Index float32 L2-normalised rows X (n, d) under int64 item ids; kind "auto" picks by size."""
+        X = _check_vectors(X, None, "X")
+        if kind == "auto":
+            kind = "hnsw" if X.shape[0] >= HNSW_THRESHOLD else "flat"
+        if kind not in KINDS:
+            raise InputError(f"Unknown index kind: {kind!r}. Must be one of {['auto', *KINDS]}")
+        index = cls(_new_faiss_index(kind, X.shape[1]), kind, stamp)
+        index.add(X, ids)
+        log.info("built %s index: %d vectors of dimension %d", kind, len(index), index.dim)
+        return index
+
+    def add(self, X: np.ndarray, ids: np.ndarray) -> None:
+        """Add rows X under item ids that are not in the index yet."""
+        X = _check_vectors(X, self.dim, "X")
+        ids = _check_ids(ids, X.shape[0])
+        if not len(ids):
+            return
+        if len(self):
+            import faiss
+
+            present = faiss.vector_to_array(self._index.id_map)
+            dup = ids[np.isin(ids, present)]
+            if dup.size:
+                raise InputError(f"item id {int(dup[0])} is already in the index ({dup.size} duplicate(s))")
+        self._index.add_with_ids(X, ids)
+        if self.kind == "flat" and len(self) >= HNSW_THRESHOLD:
+            log.info("flat index holds %d vectors (HNSW from %d); rebuild to switch", len(self), HNSW_THRESHOLD)
+
+    def search(self, Q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest neighbours of each row of Q (a single 1-D vector is one query).
+
+        Returns (distances (m, k) float32 euclidean, ids (m, k) int64), nearest first; where fewer
+        than k results exist the rest are id -1 with distance inf.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise InputError(f"k must be an integer >= 1, got {k!r}")
+        Q = np.asarray(Q)
+        if Q.ndim == 1:
+            Q = Q[None, :]
+        Q = _check_vectors(Q, self.dim, "query")
+        m, k = Q.shape[0], int(k)
+        if len(self) == 0 or m == 0:
+            return np.full((m, k), np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)
+        kk = min(k, len(self))
+        sq, ids = self._index.search(Q, kk)
+        ids = ids.astype(np.int64)
+        dist = np.sqrt(np.maximum(sq, 0.0)).astype(np.float32)
+        dist[ids < 0] = np.inf
+        if kk < k:
+            dist = np.hstack([dist, np.full((m, k - kk), np.inf, dtype=np.float32)])
+            ids = np.hstack([ids, np.full((m, k - kk), -1, dtype=np.int64)])
+        return dist, ids
+
+    def ids(self) -> np.ndarray:
+        """All item ids in the index, in insertion order."""
+        import faiss
+
+        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the index to `path` and its sidecar to `path.json` (each replaced atomically)."""
+        import faiss
+
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        faiss.write_index(self._index, str(tmp))
+        os.replace(tmp, path)
+        meta = {"format": _FORMAT, "kind": self.kind, "dim": self.dim, "n": len(self), "stamp": self.stamp}
+        side = _sidecar(path)
+        tmp = side.with_name(side.name + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        os.replace(tmp, side)
+
+    @staticmethod
+    def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+        """The sidecar of a saved index (kind, dim, n, stamp) without loading the index itself."""
+        side = _sidecar(Path(path))
+        try:
+            meta = json.loads(side.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise LibraryError(f"{side}: cannot read index metadata ({exc}); rebuild the index") from None
+        if not isinstance(meta, dict) or meta.get("format") != _FORMAT or meta.get("kind") not in KINDS:
+            raise LibraryError(f"{side}: not a peoplemap index sidecar; rebuild the index")
+        return meta
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "VectorIndex":
+        """Read an index written by `save`; a missing or inconsistent pair raises LibraryError."""
+        import faiss
+
+        meta = cls.read_meta(path)
+        try:
+            index = faiss.read_index(str(path))  # returns the concrete type, owning its inner index
+        except RuntimeError as exc:
+            raise LibraryError(f"{path}: cannot read index ({str(exc).splitlines()[0]}); rebuild it") from None
+        if not isinstance(index, faiss.IndexIDMap2) or index.d != meta["dim"] or index.ntotal != meta["n"]:
+            raise LibraryError(f"{path}: index does not match its sidecar {meta}; rebuild the index")
+        if meta["kind"] == "hnsw":
+            faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH
+        return cls(index, meta["kind"], str(meta.get("stamp", "")))
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")

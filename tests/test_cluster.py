@@ -1,0 +1,245 @@
+"""Clusterer, assign and model persistence, on generated vectors."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from peoplemap.cluster import PROFILES, Clusterer, assign, load_model, save_model
+from peoplemap.errors import InputError
+from peoplemap.types import NOISE
+
+
+def blobs(n_clusters: int, per: int, d: int, spread: float, seed: int = 0, n_noise: int = 0):
+    """L2-normalised points around random unit centres, plus uniformly random noise points."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_clusters, d))
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    truth = np.repeat(np.arange(n_clusters), per)
+    X = centres[truth] + spread / np.sqrt(d) * rng.normal(size=(truth.size, d))
+    if n_noise:
+        X = np.vstack([X, rng.normal(size=(n_noise, d))])
+        truth = np.concatenate([truth, np.full(n_noise, -1)])
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return X.astype(np.float32), truth, centres.astype(np.float32)
+
+
+# --- the design's literal code, adapted only for the min(50, ...) guard --------------------------
+def perform_clustering(features):
+    from hdbscan import HDBSCAN
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler()
+    features_scaled = scaler.fit_transform(features)
+
+    pca = PCA(n_components=min(50, features.shape[0] - 1, features.shape[1]))
+    features_reduced = pca.fit_transform(features_scaled)
+
+    clusterer = HDBSCAN(min_cluster_size=3, metric="euclidean")
+    labels = clusterer.fit_predict(features_reduced)
+    return labels
+
+
+@pytest.mark.parametrize(
+    "n_clusters, per, d, n_noise",
+    [(8, 15, 256, 10), (3, 8, 64, 4), (6, 40, 500, 20)],  # n, d <= 500: PCA's 'auto' is exact SVD
+)
+def test_seed_profile_reproduces_design_labels(n_clusters, per, d, n_noise):
+    rng = np.random.default_rng(d)
+    X, _, _ = blobs(n_clusters, per, d, spread=1.0, seed=d, n_noise=n_noise)
+    # MobileNet-like features: non-negative, unnormalised, float32
+    X = np.maximum(0, X * 5 + rng.normal(scale=0.3, size=X.shape)).astype(np.float32)
+    expected = perform_clustering(X)
+    model = Clusterer("seed").fit(X)
+    np.testing.assert_array_equal(model.labels_, expected)
+    assert model.n_clusters_ == expected.max() + 1
+    assert model.n_clusters_ >= 2
+
+
+def test_default_profile_finds_blobs():
+    X, truth, _ = blobs(5, 12, 64, spread=0.3, seed=1)
+    model = Clusterer().fit(X)
+    assert model.n_clusters_ == 5
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(truth, model.labels_) == 1.0
+    assert model.probabilities_.shape == (60,)
+    assert model.transform(X).shape == X.shape
+
+
+def test_profiles_documented_and_overridable():
+    assert set(PROFILES) == {"seed", "default"}
+    X, _, _ = blobs(3, 10, 16, spread=0.3, seed=2)
+    model = Clusterer("default", min_cluster_size=4, cluster_selection_method="leaf").fit(X)
+    assert model.params_["min_cluster_size"] == 4
+    assert model.params_["cluster_selection_method"] == "leaf"
+    assert model.params_["preprocess"] == "l2-normalize"
+
+
+@pytest.mark.parametrize("profile", ["seed", "default"])
+@pytest.mark.parametrize("n", [0, 1, 2])
+def test_tiny_inputs_are_all_noise(profile, n):
+    X, _, _ = blobs(1, max(n, 1), 8, spread=0.1)
+    X = X[:n]
+    model = Clusterer(profile, min_cluster_size=3).fit(X)
+    assert model.labels_.shape == (n,)
+    assert (model.labels_ == NOISE).all()
+    assert model.n_clusters_ == 0
+    got = assign(model, blobs(1, 2, 8, spread=0.1)[0])
+    assert [a.cluster for a in got] == [None, None]
+
+
+def test_duplicate_vectors_do_not_break_fit():
+    X, _, _ = blobs(2, 5, 16, spread=0.2, seed=3)
+    X = np.vstack([X, X[:3], X[:3]])
+    model = Clusterer().fit(X)
+    assert model.n_clusters_ >= 1
+    a = assign(model, X[:1])[0]
+    assert a.cluster == model.labels_[0]
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((3, 0)), "0 features"),
+        (np.array([[0.0, np.nan], [1.0, 0.0]]), "NaN or infinite"),
+        (np.array([[0.0, 1.0], [np.inf, 0.0]]), "row 1"),
+        (np.ones(4), "2-D"),
+        (np.array([[0.0, 0.0], [1.0, 0.0]]), "all zeros"),
+    ],
+)
+def test_bad_input_raises(X, match):
+    with pytest.raises(InputError, match=match):
+        Clusterer().fit(X)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"profile": "nope"}, "Must be one of"),
+        ({"min_cluster_size": 1}, "min_cluster_size"),
+        ({"min_samples": 0}, "min_samples"),
+        ({"cluster_selection_method": "x"}, "cluster_selection_method"),
+        ({"cluster_selection_epsilon": -1.0}, "cluster_selection_epsilon"),
+        ({"metric": "cosine"}, "Unknown clustering parameter"),
+    ],
+)
+def test_bad_params_raise_in_fit(kwargs, match):
+    model = Clusterer(**kwargs)  # __init__ only stores
+    with pytest.raises(InputError, match=match):
+        model.fit(np.eye(4))
+
+
+def test_cannot_link_splits_members_of_one_group():
+    X, truth, _ = blobs(3, 8, 32, spread=0.3, seed=4)
+    free = Clusterer().fit(X)
+    a0, a1, a2 = np.flatnonzero(truth == 0)[:3]
+    b0 = np.flatnonzero(truth == 1)[0]
+    assert free.labels_[a0] == free.labels_[a1] == free.labels_[a2] != NOISE
+    groups = [[a0, a1, a2], [a0, b0]]  # second group spans two clusters already: no change
+    model = Clusterer().fit(X, cannot_link=groups)
+    lab = model.labels_
+    in_a = [i for i in (a0, a1, a2) if lab[i] != NOISE and lab[i] == free.labels_[a0]]
+    assert len(in_a) == 1
+    for g in groups:
+        kept = lab[g][lab[g] != NOISE]
+        assert len(set(kept.tolist())) == kept.size  # no cluster holds two members of a group
+    others = np.setdiff1d(np.arange(len(X)), [a0, a1, a2])
+    assert model.n_clusters_ == free.n_clusters_
+    np.testing.assert_array_equal(lab[others], free.labels_[others])
+
+
+def test_cannot_link_dissolves_cluster_that_gets_too_small():
+    X, _, _ = blobs(2, 10, 16, spread=0.3, seed=5)
+    pair = np.array([[1.0] + [0.0] * 15, [0.999, 0.04] + [0.0] * 14], dtype=np.float32)
+    X = np.vstack([X, pair / np.linalg.norm(pair, axis=1, keepdims=True)])
+    free = Clusterer().fit(X)
+    assert free.labels_[20] == free.labels_[21] != NOISE
+    model = Clusterer().fit(X, cannot_link=[[20, 21]])
+    assert model.labels_[20] == model.labels_[21] == NOISE
+    assert model.n_clusters_ == free.n_clusters_ - 1
+    assert set(model.labels_.tolist()) == set(range(model.n_clusters_)) | {NOISE}
+
+
+def test_cannot_link_rejects_bad_indices():
+    with pytest.raises(InputError, match="out of range"):
+        Clusterer().fit(np.eye(4), cannot_link=[[0, 9]])
+
+
+def _centre_queries(model, X, centres, seed=6):
+    rng = np.random.default_rng(seed)
+    Q = centres + 0.02 * rng.normal(size=centres.shape)
+    Q /= np.linalg.norm(Q, axis=1, keepdims=True)
+    far = -centres.mean(axis=0, keepdims=True)
+    return np.vstack([Q, far / np.linalg.norm(far)]).astype(np.float32)
+
+
+@pytest.mark.parametrize("profile", ["default", "seed"])
+def test_assign_centre_points_and_reject_far_point(profile):
+    X, truth, centres = blobs(4, 15, 32, spread=0.4, seed=7)
+    model = Clusterer(profile).fit(X)
+    assert model.n_clusters_ == 4
+    Q = _centre_queries(model, X, centres)
+    got = assign(model, Q)
+    for c, a in enumerate(got[:-1]):
+        expected = np.bincount(model.labels_[truth == c][model.labels_[truth == c] >= 0]).argmax()
+        assert a.cluster == expected
+        assert 0.5 < a.confidence <= 1.0
+    if profile == "default":  # after StandardScaler+PCA the 'far' point is not guaranteed far
+        assert got[-1].cluster is None and got[-1].confidence == 0.0
+    # X_ref gives the same answers as the stored reference
+    assert [a.cluster for a in assign(model, Q, X_ref=X)] == [a.cluster for a in got]
+
+
+def test_assign_far_random_points_get_none():
+    X, _, _ = blobs(3, 10, 64, spread=0.2, seed=8)
+    model = Clusterer().fit(X)
+    far = np.random.default_rng(9).normal(size=(20, 64)).astype(np.float32)
+    assert all(a.cluster is None for a in assign(model, far))
+
+
+@pytest.mark.parametrize("profile", ["default", "seed"])
+def test_save_load_round_trip(tmp_path, profile):
+    X, _, centres = blobs(4, 12, 24, spread=0.4, seed=10, n_noise=5)
+    model = Clusterer(profile, min_samples=2).fit(X, cannot_link=[[0, 1]])
+    path = tmp_path / "model.npz"
+    save_model(model, path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.labels_, model.labels_)
+    np.testing.assert_array_equal(loaded.probabilities_, model.probabilities_)
+    assert loaded.n_clusters_ == model.n_clusters_
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.transform(X), model.transform(X))
+    Q = np.vstack([_centre_queries(model, X, centres), X[:10]])
+    assert assign(loaded, Q) == assign(model, Q)
+    # the file holds no pickled objects
+    with np.load(path, allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)
+
+
+def test_save_without_reference_needs_x_ref(tmp_path):
+    X, _, _ = blobs(3, 10, 16, spread=0.3, seed=11)
+    model = Clusterer().fit(X)
+    save_model(model, tmp_path / "m.npz", include_reference=False)
+    loaded = load_model(tmp_path / "m.npz")
+    with pytest.raises(InputError, match="X_ref"):
+        assign(loaded, X[:2])
+    assert assign(loaded, X[:5], X_ref=X) == assign(model, X[:5])
+
+
+def test_load_rejects_non_model(tmp_path):
+    p = tmp_path / "x.npz"
+    np.savez(p, a=np.arange(3))
+    with pytest.raises(InputError, match="not a peoplemap clustering model"):
+        load_model(p)
+    with pytest.raises(InputError):
+        load_model(tmp_path / "missing.npz")
+
+
+def test_assign_dimension_mismatch():
+    X, _, _ = blobs(2, 5, 8, spread=0.3)
+    model = Clusterer().fit(X)
+    with pytest.raises(InputError, match="8"):
+        assign(model, np.ones((1, 9), dtype=np.float32))
+    with pytest.raises(InputError, match="not fitted"):
+        assign(Clusterer(), X)
