@@ -1,0 +1,1 @@
+"""The Streamlit app over peoplemap.Library: Index, Clusters and Search pages (`peoplemap ui`)."""

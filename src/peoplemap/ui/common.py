@@ -1,0 +1,226 @@
+"""Pieces the app's pages share: the cached Library, thumbnails, progress bars, the cluster button.
+
+Everything goes through the public Library API, as the CLI does. Library errors (PeoplemapError) are
+shown with st.error and never as a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+import threading
+import time
+from typing import TYPE_CHECKING, Optional, Sequence
+
+import streamlit as st
+
+from ..config import load_settings
+from ..errors import ImageError, PeoplemapError
+from ..types import Box
+
+if TYPE_CHECKING:
+    from ..library import Library
+
+THUMB = 96
+"""Gallery tile size in pixels."""
+TILE_MARGIN = 2
+PROFILES = ["default", "seed"]
+PROFILE_HELP = ("`default` suits most libraries; `seed` reproduces the original design "
+                "(StandardScaler, PCA(50), HDBSCAN with min cluster size 3).")
+
+
+def library_path(argv: Sequence[str] | None = None) -> Optional[str]:
+    """The --library argument the launcher passes after `--` (Streamlit puts it in sys.argv)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--library")
+    args, _ = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    return args.library or os.environ.get("PEOPLEMAP_LIBRARY") or None
+
+
+@st.cache_resource(show_spinner=False)
+def get_library(path: str) -> "Library":
+    """One Library per server process, so its embedders, FAISS indexes and cluster models load once."""
+    from ..library import Library
+
+    return Library.open(path, create=True)
+
+
+def library() -> "Library":
+    """The app's Library; stops the page with a message when it cannot be opened."""
+    path = library_path()
+    if path is None:
+        st.error("No library given. Start the app with `peoplemap ui --library PATH`.")
+        st.stop()
+    try:
+        return get_library(path)
+    except PeoplemapError as e:
+        show_error(e)
+        st.stop()
+    raise AssertionError("unreachable")  # st.stop() raises
+
+
+def choose_vector_set(lib: "Library") -> None:
+    """Sidebar choice of the vector set the pages show, when the library holds several.
+
+    Called from the entry script: a widget there keeps its value across pages (a widget inside
+    a page is a new widget on every other page)."""
+    names = [s.model for s in lib.vector_sets()]
+    if len(names) < 2:
+        return
+    wanted = st.session_state.pop("show_model", None)  # a page asked for a model it just indexed
+    if wanted in names:
+        st.session_state["vector_set"] = wanted
+    elif st.session_state.get("vector_set") not in names:
+        st.session_state["vector_set"] = names[-1]
+    st.sidebar.selectbox("Vector set", names, key="vector_set",
+                         help="The library holds vectors from several models; pick one.")
+
+
+def current_model(lib: "Library") -> Optional[str]:
+    """The vector set the pages show: the only one, or the sidebar's choice; None if none yet."""
+    names = [s.model for s in lib.vector_sets()]
+    if not names:
+        return None
+    for choice in (st.session_state.get("show_model"), st.session_state.get("vector_set")):
+        if choice in names:
+            return choice
+    return names[-1]
+
+
+class StreamlitProgress:
+    """A Library progress callback drawn as one st.progress bar (at most ~10 redraws a second)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = st.progress(0.0, text=f"{label}…")
+        self._thread = threading.current_thread()
+        self._last = 0.0
+
+    def __call__(self, stage: str, done: int, total: Optional[int]) -> None:
+        # Streamlit calls only work on the script's thread; other threads are simply not drawn.
+        if threading.current_thread() is not self._thread:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if not final and now - self._last < 0.1:
+            return
+        self._last = now
+        if total:
+            self.bar.progress(min(1.0, done / total), text=f"{self.label}: {stage} {done} / {total}")
+        else:
+            self.bar.progress(0.0, text=f"{self.label}: {stage} {done}")
+
+    def clear(self) -> None:
+        self.bar.empty()
+
+
+def run_cluster(lib: "Library", model: Optional[str], profile: str) -> bool:
+    """Cluster with a progress bar; the summary lands in session state. False (and st.error) on error."""
+    bar = StreamlitProgress("Clustering")
+    try:
+        s = lib.cluster(model=model, profile=profile, progress=bar)
+    except PeoplemapError as e:
+        bar.clear()
+        show_error(e)
+        return False
+    bar.clear()
+    st.session_state["cluster_summary"] = s
+    return True
+
+
+def cluster_summary_text(s) -> str:
+    return (f"Clustered {s.n_items} {s.model} items with profile `{s.profile}` in {s.seconds:.1f} s: "
+            f"**{s.n_clusters} clusters**, {s.n_noise} unsorted.")
+
+
+def cluster_controls(lib: "Library", model: Optional[str], key: str) -> None:
+    """Profile choice and a "Cluster" button; shows the last clustering summary of this session."""
+    left, right = st.columns([2, 1], vertical_alignment="bottom")
+    profile = left.selectbox("Clustering profile", PROFILES, key=f"{key}_profile", help=PROFILE_HELP)
+    if right.button("Cluster", key=f"{key}_cluster", type="primary", width="stretch"):
+        run_cluster(lib, model, profile)
+    s = st.session_state.get("cluster_summary")
+    if s is not None:
+        st.success(cluster_summary_text(s))
+
+
+# -- thumbnails --------------------------------------------------------------------------------
+def _placeholder(size: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 200, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@st.cache_data(max_entries=20_000, show_spinner=False)
+def _thumbnail(path: str, box: Optional[Box], size: int, square: bool, mtime: float) -> bytes:
+    from PIL import Image, ImageOps
+
+    from ..ingest import read_image
+
+    try:
+        # Same decoder as the indexer, so boxes (in EXIF-oriented pixels) land where they were found.
+        _sha, img = read_image(path, min_side=None if box else size, settings=load_settings())
+    except (ImageError, OSError):
+        return _placeholder(size)
+    pix = img.pixels
+    if box is not None:
+        f = img.scale
+        x, y, w, h = (int(round(v * f)) for v in box)
+        pix = pix[max(0, y):max(0, y) + max(1, h), max(0, x):max(0, x) + max(1, w)]
+    im = Image.fromarray(pix)
+    if square:  # gallery tiles: centre-cropped squares with a thin white margin, so rows line up
+        inner = max(1, size - 2 * TILE_MARGIN)
+        im = ImageOps.expand(ImageOps.fit(im, (inner, inner)), TILE_MARGIN, fill=(255, 255, 255))
+    else:
+        im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def thumbnail(path: str, box: Optional[Box] = None, size: int = THUMB, square: bool = False) -> bytes:
+    """JPEG bytes of a small view of an image (or of its box); grey when the file cannot be read.
+    Cached by (path, box, size, square) and the file's mtime, so an edited file gets a new one."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return _placeholder(size)
+    return _thumbnail(path, None if box is None else tuple(int(v) for v in box), size, square, mtime)
+
+
+def gallery(items, size: int = THUMB, captions: bool = True) -> None:
+    """Thumbnails of items in rows, captioned with the file name."""
+    if not items:
+        return
+    images = [thumbnail(it.path, it.box, size, square=True) for it in items]
+    caps = [md_escape(_short(os.path.basename(it.path))) for it in items] if captions else None
+    st.image(images, caption=caps, width=size)
+
+
+def md_escape(text: str) -> str:
+    """Text shown literally in Markdown (file names may hold `*`, `_`, `[`, ...)."""
+    return "".join("\\" + c if c in _MD_SPECIAL else c for c in text)
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|<>~$:")
+
+
+def md_code(text: str) -> str:
+    """Text as a Markdown code span, whatever backticks it holds."""
+    if "`" not in text:
+        return f"`{text}`"
+    fence = "`" * (max(len(m) for m in re.findall("`+", text)) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def show_error(e: Exception, what: str = "") -> None:
+    """A library error as a red box with its message (never a traceback)."""
+    st.error((md_escape(what) + ": " if what else "") + md_escape(str(e)))
+
+
+def _short(name: str, n: int = 12) -> str:
+    return name if len(name) <= n else name[:n - 1] + "…"
