@@ -217,3 +217,43 @@ def test_delete_removes_library(library, photos):
     library.delete()
     assert not path.exists()
     assert (photos / "person0" / "img0.jpg").exists()
+
+
+def test_broken_model_fails_before_anything_is_written(library, photos, monkeypatch):
+    from conftest import FakeEmbedder
+    from peoplemap.errors import ModelError
+
+    def broken_load(self):
+        raise ModelError("weights missing")
+
+    monkeypatch.setattr(FakeEmbedder, "load", broken_load, raising=False)
+    with pytest.raises(ModelError, match="weights missing"):
+        library.index(photos, model="fake")
+    assert library.vector_sets() == []
+
+
+def test_second_model_on_known_files_counts_them_as_new(library, photos):
+    library.index(photos, model="fake")
+    from peoplemap.embed.registry import register
+    from conftest import FakeEmbedder
+
+    class Other(FakeEmbedder):
+        name = "fake2"
+
+    register("fake2", "second test model")(Other)
+    s = library.index(photos, model="fake2")
+    assert (s.new, s.unchanged, s.items_added) == (20, 0, 20)
+    assert [v.model for v in library.vector_sets()] == ["fake", "fake2"]
+    assert library.vector_set("fake").n_items == 20  # switching never re-extracts
+
+
+def test_connections_of_finished_threads_are_closed(library, photos):
+    import threading
+
+    library.index(photos, model="fake")
+    for _ in range(20):
+        t = threading.Thread(target=lambda: library.labels("fake"))
+        t.start()
+        t.join()
+    library.labels("fake")
+    assert len(library.catalog._all) <= 3

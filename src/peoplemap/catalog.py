@@ -124,7 +124,7 @@ class Catalog:
     def __init__(self, db_path: Path):
         self.db_path = db_path
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[int, sqlite3.Connection] = {}  # thread ident -> its connection
         self._lock = threading.Lock()
         conn = self.conn()
         self._check_or_create(conn)
@@ -143,7 +143,15 @@ class Catalog:
                 raise LibraryError(f"{self.db_path} is not a peoplemap library ({e})") from None
             self._local.conn = c
             with self._lock:
-                self._all.append(c)
+                # Threads come and go (the app runs each page load on a new one): close the
+                # connections of threads that have ended so they don't pile up.
+                alive = {t.ident for t in threading.enumerate()}
+                for ident in [i for i in self._all if i not in alive]:
+                    try:
+                        self._all.pop(ident).close()
+                    except sqlite3.Error:
+                        pass
+                self._all[threading.get_ident()] = c
         return c
 
     def _check_or_create(self, conn: sqlite3.Connection) -> None:
@@ -191,7 +199,7 @@ class Catalog:
 
     def close(self) -> None:
         with self._lock:
-            for c in self._all:
+            for c in self._all.values():
                 try:
                     c.close()
                 except sqlite3.Error:

@@ -256,5 +256,8 @@ def ui(library: str, port: int, address: str) -> None:
     sys.exit(run_app(str(lib.path), port=port, address=address))
 
 
+from . import cli_eval  # noqa: E402,F401  (registers `peoplemap eval`)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -35,6 +35,7 @@ class IndexSummary:
     model: str
     files_seen: int = 0
     new: int = 0
+    """Files this model had not processed yet (new files, or known files new to this model)."""
     changed: int = 0
     unchanged: int = 0
     removed: int = 0
@@ -119,6 +120,7 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
                 if done:
                     summary.unchanged += 1
                     continue
+                summary.new += 1  # known file, new to this model's vector set
                 jobs.append(_Job(e, iid))
             else:
                 summary.changed += 1

@@ -208,6 +208,9 @@ class Library:
         from .indexing import index_folder
 
         embedder = self.embedder(model)
+        load = getattr(embedder, "load", None)
+        if load is not None:  # fail on a missing model before anything is written
+            load()
         with self.writing(f"peoplemap index {folder}"):
             run = self.catalog.start_run("index", {"folder": str(folder), "model": model})
             try:

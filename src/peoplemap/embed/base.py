@@ -13,6 +13,8 @@ class Embedder(Protocol):
     """A model that finds what to embed in an image and turns it into vectors.
 
     Models load their weights lazily (on first `regions`/`embed` call), so creating one is cheap.
+    A model may also offer `load()`, called before an index run writes anything, so that a missing
+    or broken model fails early.
     """
 
     name: str

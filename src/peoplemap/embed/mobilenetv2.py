@@ -182,6 +182,10 @@ class MobileNetV2Embedder:
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return base.l2_normalize(self.embed_raw(crops))
 
+    def load(self) -> None:
+        """Export (first time) and load the model now rather than on the first embed call."""
+        self._get_session()
+
     def _get_session(self) -> "onnxruntime.InferenceSession":
         if self._session is None:
             with self._lock:
