@@ -14,7 +14,8 @@ Rules, applied after indexing, to the images the library decoded under the folde
   item per image is scored, the highest-scoring one (then the largest box, then the lowest id),
   because a labeled identity folder shows its person as the main subject.
 The library clusters everything it indexed under the folder (as a user's library would, `_` folders
-and duplicates included); only the labeled, deduplicated items are scored.
+and duplicates included); only the labeled, deduplicated items are scored. With a baseline the
+design's method runs first, so a kept library ends with peoplemap's clustering as its current one.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import os
 import re
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
@@ -36,6 +37,7 @@ from .errors import InputError
 from .types import NOISE, ProgressCallback, no_progress
 
 if TYPE_CHECKING:
+    from .indexing import IndexSummary
     from .library import Library
 
 log = logging.getLogger(__name__)
@@ -161,7 +163,7 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str = "mobilenetv2",
     _warm_imports()
     reports: list[EvalReport] = []
     with _library(keep_library, settings) as lib:
-        indexed: dict[str, tuple[Any, float]] = {}
+        indexed: dict[str, tuple["IndexSummary", float]] = {}
         for m in dict.fromkeys(m for m, _, _ in methods):  # each model once, in order
             t = time.perf_counter()
             summary = lib.index(root, model=m, progress=_prefixed(progress, m))
@@ -207,15 +209,10 @@ def _library(keep_library: str | os.PathLike | None, settings: Settings | None) 
     """The given library folder (created if missing), or a temporary one removed afterwards."""
     from .library import Library
 
-    if keep_library is not None:
-        lib = Library.open(keep_library, create=True, settings=settings)
-        try:
-            yield lib
-        finally:
-            lib.close()
-        return
-    with tempfile.TemporaryDirectory(prefix="peoplemap-eval-") as tmp:
-        lib = Library.open(os.path.join(tmp, "library"), create=True, settings=settings)
+    temp = tempfile.TemporaryDirectory(prefix="peoplemap-eval-") if keep_library is None else None
+    with temp or nullcontext(None) as tmp:
+        lib = Library.open(keep_library if tmp is None else os.path.join(tmp, "library"),
+                           create=True, settings=settings)
         try:
             yield lib
         finally:
@@ -385,31 +382,20 @@ def _rows(r: EvalReport) -> list[tuple[str, str]]:
     """(label, value) rows of a report, in display order; labels are the same for every report."""
     c, ret, cl, s = r.counts, r.retrieval, r.clustering, r.seconds
     return [
-        ("identities", _num(c.n_identities)),
-        ("images (after dedupe)", _num(c.n_images)),
-        ("duplicates dropped", _num(c.n_duplicates)),
-        ("items scored", _num(c.n_items)),
+        ("identities", _num(c.n_identities)), ("images (after dedupe)", _num(c.n_images)),
+        ("duplicates dropped", _num(c.n_duplicates)), ("items scored", _num(c.n_items)),
         ("images without items", _num(c.images_without_items)),
         ("retrieval protocol", str(ret["protocol"])),
         ("queries (skipped)", f"{ret['n_queries']} ({ret['n_skipped']})"),
-        ("rank-1", _num(ret["rank1"])),
-        ("rank-5", _num(ret["rank5"])),
-        ("rank-10", _num(ret["rank10"])),
-        ("mAP", _num(ret["mAP"])),
+        ("rank-1", _num(ret["rank1"])), ("rank-5", _num(ret["rank5"])),
+        ("rank-10", _num(ret["rank10"])), ("mAP", _num(ret["mAP"])),
         ("clusters / identities", f"{cl['n_clusters']} / {cl['n_identities']}"),
         ("noise fraction", _num(cl["noise_fraction"])),
-        ("BCubed precision", _num(cl["bcubed_precision"])),
-        ("BCubed recall", _num(cl["bcubed_recall"])),
-        ("BCubed F", _num(cl["bcubed_f"])),
-        ("pairwise precision", _num(cl["pairwise_precision"])),
-        ("pairwise recall", _num(cl["pairwise_recall"])),
-        ("pairwise F", _num(cl["pairwise_f"])),
-        ("ARI", _num(cl["ari"])),
-        ("NMI", _num(cl["nmi"])),
-        ("seconds: index", _num(s.index, 1)),
-        ("seconds: cluster", _num(s.cluster, 2)),
-        ("seconds: retrieval", _num(s.retrieval, 2)),
-        ("seconds: total", _num(s.total, 1)),
+        *[(f"{kind} {m}", _num(cl[f"{kind.lower()}_{m.lower()}"]))
+          for kind in ("BCubed", "pairwise") for m in ("precision", "recall", "F")],
+        ("ARI", _num(cl["ari"])), ("NMI", _num(cl["nmi"])),
+        ("seconds: index", _num(s.index, 1)), ("seconds: cluster", _num(s.cluster, 2)),
+        ("seconds: retrieval", _num(s.retrieval, 2)), ("seconds: total", _num(s.total, 1)),
     ]
 
 

@@ -1,0 +1,4 @@
+"""`python -m peoplemap` runs the CLI."""
+from .cli import main
+
+main()
