@@ -13,14 +13,22 @@ from peoplemap.cli import main
 
 
 def _commands():
-    return sorted(main.commands)
+    """Every command path, sub-commands of groups included: ["index"], ["people", "name"], ..."""
+    import click
+
+    out = []
+    for name, cmd in sorted(main.commands.items()):
+        out.append([name])
+        if isinstance(cmd, click.Group):
+            out.extend([name, sub] for sub in sorted(cmd.commands))
+    return out
 
 
-@pytest.mark.parametrize("name", _commands())
-def test_every_command_has_help_with_an_example(name):
-    r = CliRunner().invoke(main, [name, "--help"])
+@pytest.mark.parametrize("path", _commands(), ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    r = CliRunner().invoke(main, [*path, "--help"])
     assert r.exit_code == 0, r.output
-    assert "Example:" in r.output and f"peoplemap {name}" in r.output
+    assert "Example:" in r.output and f"peoplemap {' '.join(path)}" in r.output
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

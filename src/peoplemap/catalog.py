@@ -104,6 +104,23 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at REAL NOT NULL,
     finished_at REAL
 );
+-- People: clusters that users can name, merge, split, hide. A person outlives re-clustering:
+-- new clusters are matched to existing people by the items they share.
+CREATE TABLE IF NOT EXISTS people (
+    id INTEGER PRIMARY KEY,
+    set_id INTEGER NOT NULL REFERENCES vector_sets(id) ON DELETE CASCADE,
+    name TEXT,
+    hidden INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL
+);
+-- Which person an item belongs to. pinned = a user's decision (merge, split, move), kept as is
+-- by re-clustering, while unpinned rows follow the clustering.
+CREATE TABLE IF NOT EXISTS person_items (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    person_id INTEGER NOT NULL REFERENCES people(id) ON DELETE CASCADE,
+    pinned INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS person_items_person ON person_items(person_id);
 """
 
 
@@ -169,6 +186,13 @@ class Catalog:
                               (str(time.time()),))
                 return
             v = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            has_people = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='person_items'").fetchone()
+            if v is not None and not has_people:  # libraries made before people existed
+                with self.write() as c:
+                    for stmt in SCHEMA.split(";"):
+                        if stmt.strip():
+                            c.execute(stmt)
         except sqlite3.DatabaseError as e:
             raise LibraryError(f"{self.db_path} is not a peoplemap library ({e})") from None
         if v is None or not str(v[0]).isdigit():

@@ -257,6 +257,7 @@ def ui(library: str, port: int, address: str) -> None:
 
 
 from . import cli_eval  # noqa: E402,F401  (registers `peoplemap eval`)
+from . import cli_people  # noqa: E402,F401  (registers `peoplemap people`, `peoplemap library`)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
                    progress: ProgressCallback, **params: Any) -> "ClusterSummary":
     from .cluster import Clusterer, save_model
     from .library import ClusterSummary
+    from .people import sync_after_clustering
 
     t0 = time.perf_counter()
     progress("cluster", 0, 3)
@@ -50,6 +51,7 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
         c.executemany("INSERT INTO cluster_labels(clustering_id, item_id, label, probability) "
                       "VALUES (?,?,?,?)",
                       [(cid, int(i), int(l), float(p)) for i, l, p in zip(ids, new_labels, probs)])
+        sync_after_clustering(c, s.id, {int(i): int(l) for i, l in zip(ids, new_labels)})
         # Older clusterings of this set are history; keep only the latest to bound the file.
         c.execute("DELETE FROM clusterings WHERE set_id = ? AND id < ?", (s.id, cid))
     path = model_path(lib, cid)

@@ -23,15 +23,18 @@ UNSORTED = "unsorted"
 
 def rows(lib: "Library", model: Optional[str] = None) -> list[dict]:
     """One dict per item: item_id, path, box, cluster (None = unsorted), person_name, score."""
+    from .people import person_of_items
+
     labels = lib.labels(model)
-    names = lib.person_names(model) if hasattr(lib, "person_names") else {}
+    persons = person_of_items(lib, model)
     out = []
     for it in lib.items(model):
         lab = labels.get(it.id)
         cluster = None if lab is None or lab == NOISE else int(lab)
+        p = persons.get(it.id)
         out.append(dict(item_id=it.id, path=it.path, box=list(it.box) if it.box else None,
-                        cluster=cluster, person_name=names.get(cluster) if cluster is not None else None,
-                        kind=it.kind, score=round(it.score, 4)))
+                        cluster=cluster, person_id=p.id if p else None,
+                        person_name=p.name if p else None, kind=it.kind, score=round(it.score, 4)))
     return out
 
 
@@ -43,11 +46,13 @@ def export(lib: "Library", fmt: str, out: Path, *, model: Optional[str] = None) 
         _parent_ok(out)
         with open(out, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["item_id", "path", "box", "cluster", "person_name", "kind", "score"])
+            w.writerow(["item_id", "path", "box", "cluster", "person_name", "person_id", "kind",
+                        "score"])
             for r in data:
                 box = " ".join(str(v) for v in r["box"]) if r["box"] else ""
                 w.writerow([r["item_id"], r["path"], box, "" if r["cluster"] is None else r["cluster"],
-                            r["person_name"] or "", r["kind"], r["score"]])
+                            r["person_name"] or "", "" if r["person_id"] is None else r["person_id"],
+                            r["kind"], r["score"]])
         return out
     if fmt == "json":
         _parent_ok(out)
@@ -81,11 +86,16 @@ def _folders(data: list[dict], out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()
     for r in data:
-        if r["cluster"] is None:
-            folder = UNSORTED
+        # A named person gets a folder of its own (merges and splits included); other clustered
+        # items go by cluster; the rest are unsorted.
+        if r["person_name"]:
+            folder = safe_name(r["person_name"], f"person-{r['person_id']:04d}")
+        elif r["cluster"] is not None:
+            folder = f"cluster-{r['cluster']:04d}"
+        elif r["person_id"] is not None:
+            folder = f"person-{r['person_id']:04d}"
         else:
-            label = f"cluster-{r['cluster']:04d}"
-            folder = safe_name(f"{label} {r['person_name']}", label) if r["person_name"] else label
+            folder = UNSORTED
         d = root / folder
         d.mkdir(exist_ok=True)
         link = d / safe_name(f"{r['item_id']}-{os.path.basename(r['path'])}", str(r["item_id"]))

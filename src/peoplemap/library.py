@@ -360,6 +360,63 @@ class Library:
 
         return vector_index(self, self.vector_set(model))
 
+    # -- people --------------------------------------------------------------------------------
+    def people(self, model: str | None = None, *, include_hidden: bool = False):
+        """People (named or not) of a vector set, largest first; see peoplemap.people."""
+        from .people import list_people
+
+        return list_people(self, model, include_hidden=include_hidden)
+
+    def person(self, ref: str | int, model: str | None = None):
+        """A person by id or exact name."""
+        from .people import resolve
+
+        return resolve(self, ref, model)
+
+    def name_person(self, ref: str | int, name: str, model: str | None = None):
+        from .people import name_person
+
+        return name_person(self, ref, name, model)
+
+    def merge_people(self, target: str | int, others: Sequence[str | int], model: str | None = None):
+        from .people import merge_people
+
+        return merge_people(self, target, others, model)
+
+    def split_person(self, ref: str | int, item_ids: Sequence[int], model: str | None = None,
+                     name: str | None = None):
+        from .people import split_person
+
+        return split_person(self, ref, item_ids, model, name)
+
+    def hide_person(self, ref: str | int, hidden: bool = True, model: str | None = None):
+        from .people import hide_person
+
+        return hide_person(self, ref, hidden, model)
+
+    def forget_person(self, ref: str | int, model: str | None = None) -> int:
+        """Remove a person's items, vectors and derived data for good; returns items removed."""
+        from .people import forget_person
+
+        with self.writing("peoplemap people forget"):
+            return forget_person(self, ref, model)
+
+    def forget_derived(self, model: str | None = None) -> None:
+        """Delete a vector set's derived files (FAISS index, clustering state) and caches."""
+        s = self.vector_set(model)
+        with self._lock:
+            self._indexes.pop(s.id, None)
+            self._cluster_models.pop(s.id, None)
+        for f in (self.path / "indexes").glob(f"set-{s.id}.faiss*"):
+            f.unlink(missing_ok=True)
+        for (cid,) in self.catalog.query("SELECT id FROM clusterings WHERE set_id = ?", (s.id,)):
+            from .clustering_run import model_path
+
+            model_path(self, cid).unlink(missing_ok=True)
+        thumbs = self.path / "thumbnails"
+        if thumbs.exists():
+            shutil.rmtree(thumbs, ignore_errors=True)
+
     # -- export / delete -----------------------------------------------------------------------
     def export(self, fmt: str, out: str | os.PathLike, *, model: str | None = None) -> Path:
         """Write the clustering as csv, json or folders of links; returns the path written."""

@@ -56,6 +56,8 @@ class Hit:
     cluster: Optional[int]
     """Cluster id of the hit, None when the library is not clustered or the item is unsorted."""
     person: Optional[str] = None
+    """Name of the hit's person, when named."""
+    person_id: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class QueryResult:
     cluster: Optional[int]
     confidence: float
     hits: list[Hit]
+    person: Optional[str] = None
+    person_id: Optional[int] = None
 
     def to_json(self) -> dict:
         return {
@@ -81,6 +85,8 @@ class QueryResult:
             "box": list(self.region.box) if self.region and self.region.box else None,
             "cluster": self.cluster,
             "confidence": round(float(self.confidence), 4),
+            "person": self.person,
+            "person_id": self.person_id,
             "hits": [
                 {
                     "path": h.path,
@@ -90,6 +96,7 @@ class QueryResult:
                     "similarity": round(float(h.similarity), 6),
                     "cluster": h.cluster,
                     "person": h.person,
+                    "person_id": h.person_id,
                 }
                 for h in self.hits
             ],
