@@ -10,9 +10,9 @@ import logging
 import os
 import time
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 import numpy as np
 
@@ -62,21 +62,27 @@ class _Job:
 
 @dataclass
 class _Decoded:
+    """What a worker made of one file: the decoded image (thread workers), or, from process
+    workers, the image's size with its regions and their vectors already computed."""
+
     job: _Job
     sha256: str = ""
     image: Optional[DecodedImage] = None
     reason: Optional[str] = None
+    regions: Optional[list[Region]] = None
+    vectors: Optional[np.ndarray] = None
 
 
 @dataclass
 class _Pending:
-    """A decoded image waiting for its batch to be embedded and written."""
+    """An image waiting for its batch to be embedded and written."""
 
     job: _Job
     sha256: str
     image: DecodedImage
     regions: list[Region]
     reuse_from: Optional[int] = None  # image id whose items/vectors to copy (same content)
+    vectors: Optional[np.ndarray] = None  # computed by a process worker
 
 
 def _under(root: str) -> tuple[str, str]:
@@ -188,23 +194,31 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
 
 def _decode_ahead(jobs: list[_Job], embedder: Embedder, settings: Settings,
                   stages: dict[str, float]) -> Iterator[_Decoded]:
-    """Decode files in a thread pool, a bounded window ahead of the consumer, in order."""
+    """Run the per-file work in a pool, a bounded window ahead of the consumer, in order.
+
+    Thread workers decode (Pillow and onnxruntime release the GIL, so decoding overlaps the
+    model). Models that hold the GIL or are single-threaded (dlib) say `parallel = "processes"`:
+    then each worker process decodes, detects and embeds, and only vectors come back.
+    """
     workers = settings.workers or (os.cpu_count() or 1)
     window = max(2 * settings.batch_size, 4 * workers)
+    use_processes = getattr(embedder, "parallel", "threads") == "processes" and workers > 1
+    if use_processes:
+        import multiprocessing
+
+        pool: Any = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_process_init, initargs=(embedder.name, settings))
+        fn: Callable[..., _Decoded] = _process_work
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peoplemap-decode")
+        fn = _thread_work
     min_side = embedder.decode_max_side
-
-    def work(job: _Job) -> _Decoded:
-        try:
-            sha, img = read_image(job.entry.path, min_side=min_side, settings=settings)
-            return _Decoded(job, sha, img)
-        except ImageError as e:
-            return _Decoded(job, reason=e.reason)
-
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peoplemap-decode") as pool:
+    with pool:
         queue: deque[Future[_Decoded]] = deque()
         it = iter(jobs)
         for job in it:
-            queue.append(pool.submit(work, job))
+            queue.append(pool.submit(fn, job, min_side, settings))
             if len(queue) >= window:
                 break
         while queue:
@@ -213,8 +227,49 @@ def _decode_ahead(jobs: list[_Job], embedder: Embedder, settings: Settings,
             stages["decode_wait"] += time.perf_counter() - t
             nxt = next(it, None)
             if nxt is not None:
-                queue.append(pool.submit(work, nxt))
+                queue.append(pool.submit(fn, nxt, min_side, settings))
             yield result
+
+
+def _thread_work(job: _Job, min_side: Optional[int], settings: Settings) -> _Decoded:
+    try:
+        sha, img = read_image(job.entry.path, min_side=min_side, settings=settings)
+        return _Decoded(job, sha, img)
+    except ImageError as e:
+        return _Decoded(job, reason=e.reason)
+
+
+_PROCESS_EMBEDDER: Optional[Embedder] = None
+
+
+def _process_init(model: str, settings: Settings) -> None:
+    global _PROCESS_EMBEDDER
+    from .embed.registry import create_embedder
+
+    _PROCESS_EMBEDDER = create_embedder(model, settings=settings)
+
+
+def _process_work(job: _Job, min_side: Optional[int], settings: Settings) -> _Decoded:
+    """Decode, detect and embed one file in a worker process; pixels stay in the worker."""
+    dec = _thread_work(job, min_side, settings)
+    if dec.image is None:
+        return dec
+    e = _PROCESS_EMBEDDER
+    assert e is not None, "worker not initialised"
+    try:
+        regions = e.regions(dec.image.pixels)
+        crops = [crop(dec.image.pixels, r) for r in regions]
+        vectors = e.embed(crops) if crops else np.zeros((0, e.dim), np.float32)
+    except Exception as err:  # one odd image must not end the run: record it instead
+        log.warning("model %s failed on %s: %s", e.name, job.entry.path, err)
+        return _Decoded(job, reason=f"model {e.name} failed on this image: {err}")
+    img = dec.image
+    # Boxes go back in original-image coordinates; the pixels stay here.
+    boxes = [_scale_box(r.box, img.scale or 1.0, img.width, img.height) for r in regions]
+    light = DecodedImage(pixels=np.zeros((1, 1, 3), np.uint8), width=img.width, height=img.height,
+                         format=img.format)
+    return _Decoded(job, dec.sha256, light, regions=[Region(b, r.score) for b, r in zip(boxes, regions)],
+                    vectors=vectors)
 
 
 def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: _Decoded,
@@ -226,6 +281,12 @@ def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: _Decoded,
         "WHERE i.sha256 = ? LIMIT 1", (set_id, dec.sha256))
     if row is not None:
         return _Pending(dec.job, dec.sha256, dec.image, [], reuse_from=int(row[0]))
+    if dec.vectors is not None:  # a process worker did the detecting and embedding
+        if dec.vectors.shape != (len(dec.regions or []), embedder.dim):
+            from .errors import ModelError
+            raise ModelError(f"model {embedder.name} returned vectors of shape {dec.vectors.shape} "
+                             f"for {len(dec.regions or [])} regions")
+        return _Pending(dec.job, dec.sha256, dec.image, dec.regions or [], vectors=dec.vectors)
     t = time.perf_counter()
     regions = embedder.regions(dec.image.pixels)
     stages["detect"] += time.perf_counter() - t
@@ -235,7 +296,7 @@ def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: _Decoded,
 def _flush(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending],
            skips: list[tuple[_Job, str]], summary: IndexSummary, stages: dict[str, float]) -> None:
     t = time.perf_counter()
-    crops = [crop(p.image.pixels, r) for p in batch for r in p.regions]
+    crops = [crop(p.image.pixels, r) for p in batch if p.vectors is None for r in p.regions]
     vectors = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
     stages["embed"] += time.perf_counter() - t
     if vectors.shape != (len(crops), embedder.dim) or not np.isfinite(vectors).all():
@@ -278,16 +339,21 @@ def _flush(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending
                 summary.reused += 1
             else:
                 n = len(p.regions)
-                scale = img.scale or 1.0
-                for r in p.regions:
+                # Process workers send boxes in original coordinates and their own vectors.
+                scale = 1.0 if p.vectors is not None else (img.scale or 1.0)
+                for k, r in enumerate(p.regions):
                     box = _scale_box(r.box, scale, img.width, img.height)
                     item_id = c.execute(
                         "INSERT INTO items(image_id, set_id, x, y, w, h, score) VALUES (?,?,?,?,?,?,?)",
                         (image_id, set_id, *(box or (None, None, None, None)), float(r.score)),
                     ).lastrowid
+                    if p.vectors is not None:
+                        vec = p.vectors[k]
+                    else:
+                        vec = vectors[vi]
+                        vi += 1
                     c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)",
-                              (item_id, vector_to_blob(vectors[vi])))
-                    vi += 1
+                              (item_id, vector_to_blob(vec)))
             c.execute("INSERT OR REPLACE INTO processed(image_id, set_id, n_items) VALUES (?, ?, ?)",
                       (image_id, set_id, n))
             summary.items_added += n
