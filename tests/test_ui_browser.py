@@ -1,8 +1,9 @@
 """The Streamlit app in a real browser: headless Chromium, driven with Playwright, against a real server.
 
 One walk through the app on a real folder (../shared/data/dlib_johns, read in place): the empty pages,
-indexing from the Index page, clustering, the Clusters galleries and map, and a photo search whose top
-hit is the uploaded photo itself. Screenshots of each page go to tmp_path and /tmp/peoplemap-ui-*.png.
+indexing from the Index page, clustering, the Clusters galleries and map, the People grid and naming a
+person there, and a photo search whose top hit is the uploaded photo itself, under that person's name.
+Screenshots of each page go to tmp_path and /tmp/peoplemap-ui-*.png.
 """
 from __future__ import annotations
 
@@ -78,15 +79,20 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="session")
-def app_url(tmp_path_factory) -> Iterator[str]:
+def library_dir(tmp_path_factory) -> Path:
+    """Where the app's library lives (created by the app on first use)."""
+    return tmp_path_factory.mktemp("ui") / "lib"
+
+
+@pytest.fixture(scope="session")
+def app_url(library_dir: Path) -> Iterator[str]:
     """A running app over a new, empty library in a temporary folder."""
     from peoplemap.ui.launch import start_app
 
-    base = tmp_path_factory.mktemp("ui")
-    log = base / "streamlit.log"
+    log = library_dir.parent / "streamlit.log"
     port = _free_port()
     with open(log, "wb") as out:
-        proc = start_app(str(base / "lib"), port=port, address="127.0.0.1",
+        proc = start_app(str(library_dir), port=port, address="127.0.0.1",
                          stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -97,8 +103,10 @@ def app_url(tmp_path_factory) -> Iterator[str]:
         print(f"streamlit log: {log}")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    # Module scope: test_ui_people_browser imports this fixture, and Playwright's sync API allows
+    # one running instance per thread, so each module's browser closes before the next one starts.
     from playwright import sync_api
     exe = os.environ.get("PEOPLEMAP_CHROMIUM") or shutil.which("chromium") or None
     with sync_api.sync_playwright() as p:
@@ -155,6 +163,22 @@ def _go(page, title: str) -> None:
     _heading(page, title)
 
 
+def _settled(page) -> None:
+    """Wait until the app's script run is over: nothing left from the previous run, no run icon.
+    Call it after waiting for something the run draws, so that the run has surely started."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-stale=\"true\"], "
+        "[data-testid=\"stStatusWidgetRunningIcon\"]')")
+
+
+def _images_loaded(page, n: int) -> None:
+    """The first n images of the main area have loaded real pixels."""
+    page.wait_for_function(
+        "n => { const im = [...document.querySelectorAll('[data-testid=\"stMain\"] "
+        "[data-testid=\"stImage\"] img')]; return im.length >= n && "
+        "im.slice(0, n).every(i => i.complete && i.naturalWidth > 0); }", arg=n)
+
+
 def _heading(page, title: str, timeout: float = STEP_MS) -> None:
     page.locator("h1", has_text=re.compile(rf"^\s*{title}\s*$")).first.wait_for(timeout=timeout)
 
@@ -187,7 +211,7 @@ def _files_in(folder: Path) -> list[Path]:
 
 
 # -- the walk ----------------------------------------------------------------------------------
-def test_index_cluster_browse_search(app_url: str, page, tmp_path: Path) -> None:
+def test_index_cluster_browse_search(app_url: str, library_dir: Path, page, tmp_path: Path) -> None:
     photos = shared_set("dlib_johns")
     files = _files_in(photos)
     not_images = [f for f in files if f.suffix.lower() not in {".jpg", ".jpeg", ".png"}]
@@ -228,7 +252,7 @@ def test_index_cluster_browse_search(app_url: str, page, tmp_path: Path) -> None
     # Not clustered yet: the Clusters page says so and offers the button.
     _go(page, "Clusters")
     page.get_by_text("not clustered yet").wait_for()
-    assert _main(page).get_by_role("button", name="Cluster", exact=True).is_visible()
+    expect(_main(page).get_by_role("button", name="Cluster", exact=True)).to_be_visible()
 
     # Cluster from the Index page (the index summary is still there), with the default profile.
     _go(page, "Index")
@@ -249,25 +273,64 @@ def test_index_cluster_browse_search(app_url: str, page, tmp_path: Path) -> None
     thumbs = main.locator('[data-testid="stImage"] img')
     # every cluster has at least 2 items, so the page shows at least that many thumbnails
     expect(thumbs.nth(min(n_items, 2 * min(n_clusters, 10)) - 1)).to_be_attached()
-    page.wait_for_function(
-        "() => [...document.querySelectorAll('[data-testid=\"stImage\"] img')]"
-        ".slice(0, 5).every(i => i.complete && i.naturalWidth > 0)")
+    _images_loaded(page, 5)
     _no_exceptions(page)
     _shot(page, tmp_path, "2-clusters")
 
-    # Search with one of the indexed photos: it must come back first, as itself.
-    query = sorted(f for f in files if f not in not_images)[0]
+    # People: one tile per person (a person per cluster so far), each with a real thumbnail.
+    _go(page, "People")
+    views = main.get_by_role("button", name="View", exact=True)
+    expect(views).to_have_count(min(n_clusters, 24))
+    _images_loaded(page, min(n_clusters, 24))
+    # Open the largest person and name it on the page; its items show with tick boxes for a split.
+    first_label = main.locator('[data-testid="stMarkdownContainer"] strong').first.inner_text()
+    assert re.fullmatch(r"person \d+", first_label), first_label
+    views.first.click()
+    detail = main.locator("h3", has_text=re.compile(rf"^{first_label} · \d+ items"))
+    detail.wait_for()
+    _settled(page)
+    size = int(re.search(r"· (\d+) items", detail.inner_text()).group(1))
+    expect(main.get_by_role("checkbox", name=re.compile(r"^#\d+$"))).to_have_count(min(size, 48))
+    _images_loaded(page, min(n_clusters, 24) + min(size, 48))
+    _shot(page, tmp_path, "people-detail")
+    # thumbnails are built once and kept in the library folder
+    assert len(list((library_dir / "thumbnails").glob("*.jpg"))) >= min(n_clusters, 24)
+    main.get_by_label("Name", exact=True).fill("Test Person")
+    main.get_by_role("button", name="Save name").click()
+    _wait_for(page, main.get_by_text(f"Named {first_label} “Test Person”."))
+    _no_exceptions(page)
+
+    # After a reload (a new session) the name is stored: on the People grid and on Clusters.
+    page.reload()
+    _heading(page, "People")
+    expect(main.locator('[data-testid="stMarkdownContainer"] strong').first).to_have_text(
+        "Test Person")
+    _images_loaded(page, min(n_clusters, 24))
+    _no_exceptions(page)
+    _shot(page, tmp_path, "people")
+    _go(page, "Clusters")
+    main.locator("h3", has_text=re.compile(r"^Cluster \d+ · \d+ items · Test Person$")).wait_for()
+
+    # Search with a photo of that person: it must come back first, as itself, under the new name.
+    from peoplemap.library import Library
+
+    with Library.open(library_dir) as lib:
+        person = lib.person("Test Person")
+        assert person.size == size
+        query = Path(sorted(it.path for it in lib.items(ids=person.item_ids))[0])
     _go(page, "Search")
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(query))
     top = main.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(r"#1 · "))
     _wait_for(page, top, INDEX_S)
     assert query.name in top.first.inner_text()
+    assert "Test Person" in top.first.inner_text()
     assert float(re.search(r"similarity ([\d.]+)", top.first.inner_text()).group(1)) >= 0.99
     hits = main.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(r"^#\d+ · "))
     expect(hits).to_have_count(K)
     expect(main.get_by_text("similarity")).to_have_count(K)
     expect(main.locator('[data-testid="stImage"] img')).to_have_count(K + 1)  # hits + the query
-    expect(main.get_by_text(re.compile(r"Belongs to cluster \d+|No cluster"))).to_have_count(1)
+    expect(main.get_by_text(re.compile(r"Belongs to (Test Person, )?cluster \d+|No cluster"))
+           ).to_have_count(1)
     _no_exceptions(page)
     _shot(page, tmp_path, "3-search")
 

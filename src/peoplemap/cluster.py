@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -398,10 +399,16 @@ def save_model(model: Clusterer, path: str | os.PathLike, *, include_reference: 
         arrays["reference"] = model.reference_
         arrays["reference_labels"] = model.reference_labels_
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta, default=_json_scalar)), **arrays)
-    os.replace(tmp, path)
+    # A new temporary name (O_EXCL), never a fixed one that could already be a symlink elsewhere.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta, default=_json_scalar)), **arrays)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def _json_scalar(value: Any) -> Any:

@@ -102,5 +102,8 @@ def _folders(data: list[dict], out: Path) -> Path:
         if link.resolve().parent != d:  # belt and braces: never write outside `out`
             raise InputError(f"refusing to write outside {root}: {link}")
         if not link.exists():
-            os.symlink(r["path"], link)
+            try:
+                os.symlink(r["path"], link)
+            except (OSError, ValueError) as e:  # '', a NUL byte, longer than PATH_MAX
+                raise InputError(f"cannot link to {r['path']!r} (item {r['item_id']}): {e}") from None
     return out

@@ -127,7 +127,12 @@ class Library:
     def writing(self, what: str) -> Iterator[None]:
         """Hold the library's writer lock: one index/cluster run at a time, across processes."""
         lock_path = self.path / "writer.lock"
-        f = open(lock_path, "a+")
+        try:  # O_NOFOLLOW: a library from someone else must not make us truncate a file elsewhere
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except OSError as e:
+            raise LibraryError(f"cannot use the lock file {lock_path} ({e.strerror or e}); it must "
+                               "be a regular file inside the library") from None
+        f = os.fdopen(fd, "r+")
         try:
             try:
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -12,8 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -171,14 +174,9 @@ class VectorIndex:
         import faiss
 
         path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self._index, str(tmp))
-        os.replace(tmp, path)
+        _write_atomic(path, faiss.serialize_index(self._index).tobytes())
         meta = {"format": _FORMAT, "kind": self.kind, "dim": self.dim, "n": len(self), "stamp": self.stamp}
-        side = _sidecar(path)
-        tmp = side.with_name(side.name + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        os.replace(tmp, side)
+        _write_atomic(_sidecar(path), json.dumps(meta, indent=1).encode("utf-8"))
 
     @staticmethod
     def read_meta(path: str | os.PathLike) -> dict[str, Any]:
@@ -199,9 +197,17 @@ class VectorIndex:
 
         meta = cls.read_meta(path)
         try:
-            index = faiss.read_index(str(path))  # returns the concrete type, owning its inner index
-        except RuntimeError as exc:
-            raise LibraryError(f"{path}: cannot read index ({str(exc).splitlines()[0]}); rebuild it") from None
+            data = np.fromfile(str(path), dtype=np.uint8)
+        except OSError as exc:
+            raise LibraryError(f"{path}: cannot read index ({exc}); rebuild it") from None
+        try:
+            # faiss allocates what a header claims before reading it: no vector in the file can be
+            # larger than the file, so a damaged or hostile header cannot ask for gigabytes.
+            with _deserialization_limit(max(1, data.size)):
+                index = faiss.deserialize_index(data)  # the concrete type, owning its inner index
+        except (RuntimeError, MemoryError) as exc:
+            why = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise LibraryError(f"{path}: cannot read index ({why}); rebuild it") from None
         if not isinstance(index, faiss.IndexIDMap2) or index.d != meta["dim"] or index.ntotal != meta["n"]:
             raise LibraryError(f"{path}: index does not match its sidecar {meta}; rebuild the index")
         if meta["kind"] == "hnsw":
@@ -211,3 +217,36 @@ class VectorIndex:
 
 def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` through a new temporary file: readers never see half a file,
+    and a pre-existing file or symlink under a fixed temporary name is never written through."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_limit_lock = threading.Lock()
+
+
+@contextmanager
+def _deserialization_limit(max_bytes: int) -> Iterator[None]:
+    import faiss
+
+    if not hasattr(faiss, "set_deserialization_vector_byte_limit"):  # older faiss
+        yield
+        return
+    with _limit_lock:
+        old = faiss.get_deserialization_vector_byte_limit()
+        faiss.set_deserialization_vector_byte_limit(max_bytes)
+        try:
+            yield
+        finally:
+            faiss.set_deserialization_vector_byte_limit(old)

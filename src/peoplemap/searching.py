@@ -81,14 +81,14 @@ def load_query(lib: "Library", query) -> tuple[str, "object"]:
             raise InputError(f"query image is {len(data) / 1e6:.1f} MB; the limit is "
                              f"{lib.settings.max_upload_mb} MB")
         try:
-            return "upload", decode_image(data)
+            return "upload", decode_image(data, settings=lib.settings)
         except ImageError as e:
             raise InputError(f"query image cannot be used: {e.reason}") from None
     path = os.fspath(query)
     if not os.path.isfile(path):
         raise InputError(f"query image {path!r} does not exist or is not a file")
     try:
-        _sha, img = read_image(path)
+        _sha, img = read_image(path, settings=lib.settings)
     except ImageError as e:
         raise InputError(f"query image {path!r} cannot be used: {e.reason}") from None
     return path, img

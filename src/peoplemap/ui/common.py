@@ -1,4 +1,4 @@
-"""Pieces the app's pages share: the cached Library, thumbnails, progress bars, the cluster button.
+"""Pieces the app's pages share: the cached Library, progress bars, the cluster button, paging.
 
 Everything goes through the public Library API, as the CLI does. Library errors (PeoplemapError) are
 shown with st.error and never as a traceback.
@@ -6,7 +6,7 @@ shown with st.error and never as a traceback.
 from __future__ import annotations
 
 import argparse
-import io
+import math
 import os
 import re
 import sys
@@ -16,16 +16,11 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import streamlit as st
 
-from ..config import load_settings
-from ..errors import ImageError, PeoplemapError
-from ..types import Box
+from ..errors import PeoplemapError
 
 if TYPE_CHECKING:
     from ..library import Library
 
-THUMB = 96
-"""Gallery tile size in pixels."""
-TILE_MARGIN = 2
 PROFILES = ["default", "seed"]
 PROFILE_HELP = ("`default` suits most libraries; `seed` reproduces the original design "
                 "(StandardScaler, PCA(50), HDBSCAN with min cluster size 3).")
@@ -146,59 +141,15 @@ def cluster_controls(lib: "Library", model: Optional[str], key: str) -> None:
         st.success(cluster_summary_text(s))
 
 
-# -- thumbnails --------------------------------------------------------------------------------
-def _placeholder(size: int) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), (200, 200, 200)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@st.cache_data(max_entries=20_000, show_spinner=False)
-def _thumbnail(path: str, box: Optional[Box], size: int, square: bool, mtime: float) -> bytes:
-    from PIL import Image, ImageOps
-
-    from ..ingest import read_image
-
-    try:
-        # Same decoder as the indexer, so boxes (in EXIF-oriented pixels) land where they were found.
-        _sha, img = read_image(path, min_side=None if box else size, settings=load_settings())
-    except (ImageError, OSError):
-        return _placeholder(size)
-    pix = img.pixels
-    if box is not None:
-        f = img.scale
-        x, y, w, h = (int(round(v * f)) for v in box)
-        pix = pix[max(0, y):max(0, y) + max(1, h), max(0, x):max(0, x) + max(1, w)]
-    im = Image.fromarray(pix)
-    if square:  # gallery tiles: centre-cropped squares with a thin white margin, so rows line up
-        inner = max(1, size - 2 * TILE_MARGIN)
-        im = ImageOps.expand(ImageOps.fit(im, (inner, inner)), TILE_MARGIN, fill=(255, 255, 255))
-    else:
-        im.thumbnail((size, size))
-    buf = io.BytesIO()
-    im.save(buf, "JPEG", quality=85)
-    return buf.getvalue()
-
-
-def thumbnail(path: str, box: Optional[Box] = None, size: int = THUMB, square: bool = False) -> bytes:
-    """JPEG bytes of a small view of an image (or of its box); grey when the file cannot be read.
-    Cached by (path, box, size, square) and the file's mtime, so an edited file gets a new one."""
-    try:
-        mtime = os.stat(path).st_mtime
-    except OSError:
-        return _placeholder(size)
-    return _thumbnail(path, None if box is None else tuple(int(v) for v in box), size, square, mtime)
-
-
-def gallery(items, size: int = THUMB, captions: bool = True) -> None:
-    """Thumbnails of items in rows, captioned with the file name."""
-    if not items:
-        return
-    images = [thumbnail(it.path, it.box, size, square=True) for it in items]
-    caps = [md_escape(_short(os.path.basename(it.path))) for it in items] if captions else None
-    st.image(images, caption=caps, width=size)
+def pager(label: str, n: int, per_page: int, key: str) -> tuple[int, int]:
+    """A page picker when n things take more than one page; returns the [start, stop) shown."""
+    n_pages = max(1, math.ceil(n / per_page))
+    page_no = 1
+    if n_pages > 1:
+        page_no = st.selectbox(label, range(1, n_pages + 1), key=key, format_func=lambda p: (
+            f"{p} of {n_pages}: {(p - 1) * per_page + 1}–{min(p * per_page, n)}"))
+    start = (page_no - 1) * per_page
+    return start, min(n, start + per_page)
 
 
 def md_escape(text: str) -> str:
@@ -222,5 +173,5 @@ def show_error(e: Exception, what: str = "") -> None:
     st.error((md_escape(what) + ": " if what else "") + md_escape(str(e)))
 
 
-def _short(name: str, n: int = 12) -> str:
+def short(name: str, n: int = 12) -> str:
     return name if len(name) <= n else name[:n - 1] + "…"

@@ -1,18 +1,20 @@
-"""Clusters page: counts, one gallery per cluster (largest first, paginated), unsorted, and a map."""
+"""Clusters page: counts, one gallery per cluster (largest first, paginated), unsorted, and a map.
+Each cluster shows the person most of its items belong to (a name, or "person N")."""
 from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
 
 from ..types import NOISE
-from . import common
+from . import common, thumbs
 
 if TYPE_CHECKING:
-    from ..library import Library
+    from ..library import ClusterInfo, Library
 
 CLUSTERS_PER_PAGE = 10
 MAX_THUMBS = 60
@@ -52,7 +54,8 @@ def _map_points(lib_path: str, model: str, clustering_id: int, generation: int) 
     }
 
 
-def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int) -> None:
+def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int,
+         names: dict[int, str]) -> None:
     import plotly.graph_objects as go
 
     pts = _map_points(str(lib.path), model, clustering_id, generation)
@@ -72,16 +75,17 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
     if 0 < len(clustered) <= LEGEND_CLUSTERS:
         for v in clustered:  # one trace per cluster: a legend that names them
             m = label == v
+            title = _html(_cluster_title(int(v), names))
             fig.add_trace(go.Scattergl(
-                x=x[m], y=y[m], mode="markers", name=f"cluster {v}",
+                x=x[m], y=y[m], mode="markers", name=title,
                 marker=dict(color=PALETTE[int(v) % len(PALETTE)], size=7), text=name[m],
-                hovertemplate=f"cluster {v}<br>%{{text}}<extra></extra>"))
+                hovertemplate=f"{title}<br>%{{text}}<extra></extra>"))
     elif len(clustered):
         lab = label[~noise]
         fig.add_trace(go.Scattergl(
             x=x[~noise], y=y[~noise], mode="markers", name="clusters", showlegend=False,
             marker=dict(color=[PALETTE[int(v) % len(PALETTE)] for v in lab], size=7),
-            text=[f"cluster {v}<br>{n}" for v, n in zip(lab, name[~noise])],
+            text=[f"{_html(_cluster_title(int(v), names))}<br>{n}" for v, n in zip(lab, name[~noise])],
             hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(title="", itemsizing="constant"),
@@ -93,10 +97,35 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
                "grey = unsorted. Nearby points look alike to the model.")
 
 
+def _cluster_title(cluster: int, names: dict[int, str]) -> str:
+    person = names.get(cluster)
+    return f"cluster {cluster}" + (f" · {person}" if person else "")
+
+
+def _html(text: str) -> str:
+    """Plotly renders legend and hover text as HTML."""
+    import html
+
+    return html.escape(text).replace("%", "&#37;")
+
+
+def _person_labels(lib: "Library", model: str, clusters: list["ClusterInfo"]) -> dict[int, str]:
+    """cluster id -> label of the person most of its items belong to (one query for all people)."""
+    person_of = {i: p for p in lib.people(model, include_hidden=True) for i in p.item_ids}
+    out = {}
+    for ci in clusters:
+        votes = Counter(person_of[i].id for i in ci.item_ids if i in person_of)
+        if votes:
+            pid = votes.most_common(1)[0][0]
+            out[ci.id] = next(person_of[i].label for i in ci.item_ids
+                              if i in person_of and person_of[i].id == pid)
+    return out
+
+
 def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int]) -> None:
-    st.subheader(title)
+    st.subheader(title, anchor=False)
     shown = item_ids[:MAX_THUMBS]
-    common.gallery(lib.items(model, ids=shown))
+    thumbs.gallery(lib, lib.items(model, ids=shown))
     if len(item_ids) > len(shown):
         st.caption(f"… and {len(item_ids) - len(shown)} more.")
 
@@ -117,6 +146,7 @@ def page() -> None:
 
     clusters = lib.clusters(model)
     unsorted = lib.unsorted(model)
+    names = _person_labels(lib, model, clusters)
     n_items = sum(ci.size for ci in clusters) + len(unsorted)
     a, b, d = st.columns(3)
     a.metric("Items", n_items)
@@ -130,7 +160,7 @@ def page() -> None:
 
     st.subheader("Map")
     set_info = next(s for s in lib.vector_sets() if s.model == model)
-    _map(lib, model, c.id, set_info.generation, n_items)
+    _map(lib, model, c.id, set_info.generation, n_items, names)
 
     if clusters:
         n_pages = math.ceil(len(clusters) / CLUSTERS_PER_PAGE)
@@ -142,7 +172,11 @@ def page() -> None:
                                        f"–{min(p * CLUSTERS_PER_PAGE, len(clusters))}"))
         start = (page_no - 1) * CLUSTERS_PER_PAGE
         for ci in clusters[start:start + CLUSTERS_PER_PAGE]:
-            _cluster_gallery(lib, model, f"Cluster {ci.id} · {ci.size} items", ci.item_ids)
+            person = names.get(ci.id)
+            title = f"Cluster {ci.id} · {ci.size} items"
+            if person:
+                title += f" · {common.md_escape(person)}"
+            _cluster_gallery(lib, model, title, ci.item_ids)
     else:
         st.info("The clustering found no groups: every item is unsorted. Try the other profile, or "
                 "index more photos of each person.")
