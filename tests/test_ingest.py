@@ -231,8 +231,10 @@ def test_draft_with_orientation_reports_oriented_original():
     assert close(d.pixels[5, -5], RED, 30)
 
 
-def test_min_side_only_reduces_jpeg():
+def test_min_side_reduces_other_formats_by_an_integer_factor():
     d = decode(encode(marked(800, 600), "PNG"), min_side=100)
+    assert d.pixels.shape[:2] == (100, 134) and d.scale == pytest.approx(134 / 800)  # ceil(800 / 6)
+    d = decode(encode(marked(800, 600), "PNG"), min_side=400)  # factor 1: untouched
     assert d.pixels.shape[:2] == (600, 800) and d.scale == 1.0
 
 
@@ -484,3 +486,19 @@ def test_file_deleted_between_scan_and_read(tmp_path):
     with pytest.raises(ImageError) as ei:
         read_image(entry.path, settings=SETTINGS)
     assert ei.value.reason == "file disappeared" and ei.value.path == entry.path
+
+
+def test_large_png_is_reduced_to_model_size_but_keeps_original_size(tmp_path):
+    """Non-JPEG images are shrunk by an integer factor so memory stays bounded."""
+    import numpy as np
+    from PIL import Image
+
+    from peoplemap.ingest import read_image
+
+    p = tmp_path / "big.png"
+    Image.fromarray(np.full((3000, 4000, 3), 200, np.uint8)).save(p)
+    _sha, img = read_image(p, min_side=224)
+    assert (img.width, img.height) == (4000, 3000)
+    assert min(img.pixels.shape[:2]) >= 224 and img.pixels.shape[0] < 3000 // 6
+    assert img.scale == img.pixels.shape[1] / 4000
+    assert int(img.pixels.mean()) == 200

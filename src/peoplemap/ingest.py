@@ -346,12 +346,29 @@ def _decode(data: bytes, fmt: str, min_side: int | None, limit: int) -> DecodedI
         if min_side is not None and fmt == "JPEG":
             img.draft("RGB", (min_side, min_side))  # scale s = largest of 8,4,2,1 keeping both sides >= min_side
         img.load()
+        if min_side is not None:
+            img = _reduce(img, min_side)
         method = _TRANSPOSE.get(orientation) if orientation is not None else None
         out = img.transpose(method) if method is not None else img
         pixels = _to_rgb(out)
     if method is not None and orientation in _SWAPS_AXES:
         w, h = h, w
     return DecodedImage(pixels=pixels, width=w, height=h, format=fmt)
+
+
+def _reduce(img: Image.Image, min_side: int) -> Image.Image:
+    """Shrink by an integer factor (box filter) while the shorter side stays >= min_side.
+
+    JPEGs are already reduced by draft decoding; this bounds the memory of large PNG/TIFF/WebP
+    images held between decoding and the model (a 12 MP PNG is 36 MB of pixels).
+    """
+    factor = min(img.size) // min_side
+    if factor < 2 or img.mode not in ("RGB", "RGBA", "L", "LA", "I", "F", "CMYK"):
+        return img
+    try:
+        return img.reduce(factor)
+    except (ValueError, OSError):  # a mode reduce() does not handle: keep full size
+        return img
 
 
 def _orientation(img: Image.Image) -> int | None:
