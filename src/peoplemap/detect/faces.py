@@ -1,0 +1,319 @@
+"""Faces with dlib: HOG or MMOD-CNN boxes, 5-point landmarks, aligned 150x150 chips.
+
+Every region's crop is the chip dlib's ResNet face descriptor expects (`dlib.get_face_chip`, size 150,
+padding 0.25), so an embedder can embed crops directly. The dlib models are loaded lazily, once per
+process, and each loaded object is used under its own lock: dlib objects are not safe to call from
+two threads at once (and dlib holds the GIL while it runs, so a lock costs no parallelism).
+
+Pre-cropped face photos (lab sets) often defeat the detector, whose 80 px window wants some margin
+around the face. An image that looks like such a crop (small, near square) is first scanned padded
+with its own edge pixels, then bare; with no detection either way the landmarks are fitted on the
+whole image. A fallback region has box = the whole image and score 0.0; it is only returned when the
+image is not flat, the fitted landmarks have a face's geometry (`plausible_landmarks`) and the HOG
+detector scores the aligned chip as face-like (`chip_face_score`). Measured, about 1 in 150 non-face
+squares still passes all three and yields a junk "face".
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from importlib.util import find_spec
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from ..errors import InputError, ModelError
+from ..types import Region
+
+log = logging.getLogger(__name__)
+
+INSTALL = "pip install 'peoplemap[face]'"
+SHAPE_MODEL = "shape_predictor_5_face_landmarks.dat"
+CNN_MODEL = "mmod_human_face_detector.dat"
+RECOGNITION_MODEL = "dlib_face_recognition_resnet_model_v1.dat"
+DETECTORS = ("hog", "cnn")
+
+CHIP_SIZE = 150
+CHIP_PADDING = 0.25
+HOG_THRESHOLD = -0.2
+"""HOG scores below 0 are dlib's "less sure" detections. -0.2 is the lowest threshold with no false
+face on any shared set; it finds a blurred 55 px background face in bbt2 (score -0.18) that 0 misses.
+-0.3 adds the first false ones. The CNN detector keeps its threshold of 0."""
+MAX_UPSAMPLE = 2
+UPSAMPLE_BUDGET = {"hog": 6_000_000, "cnn": 1_500_000}
+"""Pixels scanned at most when choosing the upsampling: HOG ~70 ms/MP, CNN ~5 s/MP on one CPU core."""
+
+CROP_MAX_SIDE = 400
+CROP_ASPECT = (0.6, 1.6)
+"""An image at most 400 px on its long side with width/height in [0.6, 1.6] may be a face crop
+(att_orl 92x112, extended Yale B 168x192, yale 320x243, 150x150 chips); a photo with people in it is
+larger (the shared group photos are >= 594x383)."""
+RETRY_PAD = 0.25
+"""Padding, as a fraction of the long side, added (edge pixels) around a face-crop-like image before
+it is scanned."""
+MIN_GREY_STD = 8.0
+"""A crop-like image flatter than this (grey-level standard deviation) is not given a fallback face."""
+FALLBACK_MIN_SCORE = -0.5
+"""A fallback chip must look like a face to the HOG detector: its best score on the chip padded by a
+quarter, at any threshold, must reach this. Measured: whole-image chips of real faces (extended Yale B,
+att_orl, yale) score >= -0.36; random background squares from the group photos, re-ID crops and noise
+score <= -0.41, 99% below -0.54."""
+
+
+def import_dlib() -> Any:
+    """The dlib module, or ModelError naming the extra to install."""
+    try:
+        import dlib
+    except ImportError as e:
+        raise ModelError(f"the face model needs dlib ({e}): {INSTALL}") from e
+    return dlib
+
+
+def model_path(filename: str) -> Path:
+    """A model file shipped in face_recognition_models (found without importing it: its __init__
+    needs pkg_resources)."""
+    spec = find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"the face model needs the face_recognition_models package: {INSTALL}")
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
+    if not path.is_file():
+        raise ModelError(f"face_recognition_models is installed but {path} is missing; reinstall it: {INSTALL}")
+    return path
+
+
+@dataclass
+class Shared:
+    """One loaded dlib object and the lock every caller holds while using it."""
+
+    obj: Any
+    lock: threading.Lock
+
+
+_models: dict[str, Shared] = {}
+_models_lock = threading.Lock()
+
+
+def shared_model(key: str, load: Callable[[], Any]) -> Shared:
+    """The process-wide instance cached under `key` (a model file path), loaded on first use."""
+    with _models_lock:
+        m = _models.get(key)
+        if m is None:
+            log.info("loading dlib model %s", key)
+            m = _models[key] = Shared(load(), threading.Lock())
+        return m
+
+
+def _hog() -> Shared:
+    return shared_model("dlib:frontal_face_detector", lambda: import_dlib().get_frontal_face_detector())
+
+
+def _cnn() -> Shared:
+    path = model_path(CNN_MODEL)
+    return shared_model(str(path), lambda: import_dlib().cnn_face_detection_model_v1(str(path)))
+
+
+def _shape() -> Shared:
+    path = model_path(SHAPE_MODEL)
+    return shared_model(str(path), lambda: import_dlib().shape_predictor(str(path)))
+
+
+def auto_upsample(height: int, width: int, detector: str = "hog") -> int:
+    """Upsampling for an image: the most doublings (at most 2) whose scanned area stays within the
+    detector's pixel budget. Both dlib detectors scan with an ~80 px window, so each doubling halves
+    the smallest findable face (80 -> 40 -> 20 px of the image passed), and
+    small photos, where people's faces are small too, are searched finely and big ones cost no more
+    than ~0.4 s (HOG)."""
+    budget = UPSAMPLE_BUDGET[detector]
+    up = 0
+    while up < MAX_UPSAMPLE and height * width * 4 ** (up + 1) <= budget:
+        up += 1
+    return up
+
+
+def looks_like_face_crop(height: int, width: int) -> bool:
+    """Small and near square: possibly a photo that is all face (see CROP_MAX_SIDE)."""
+    return max(height, width) <= CROP_MAX_SIDE and CROP_ASPECT[0] <= width / height <= CROP_ASPECT[1]
+
+
+def plausible_landmarks(points: np.ndarray, width: float) -> bool:
+    """Whether 5 dlib landmarks (eye corners 0-1 and 2-3, nose 4) fitted in a box `width` wide have
+    a frontal face's geometry. Bounds hold every detected face in the shared face sets, with margin:
+    eye distance 0.32-0.56 of the box, roll within 10 deg, nose 0.42-1.12 eye distances below the
+    eye line and 0.35-0.77 of the way across."""
+    right_eye, left_eye, nose = points[:2].mean(0), points[2:4].mean(0), points[4]
+    v = right_eye - left_eye
+    iod = float(np.hypot(*v))
+    if not 0.22 * width <= iod <= 0.7 * width:
+        return False
+    if abs(np.degrees(np.arctan2(v[1], v[0]))) > 25:
+        return False
+    rel = nose - left_eye
+    across = float(rel @ v) / iod**2
+    down = float(v[0] * rel[1] - v[1] * rel[0]) / iod**2
+    return 0.2 <= across <= 0.8 and 0.3 <= down <= 1.4
+
+
+def is_fallback(region: Region, shape: Sequence[int]) -> bool:
+    """Whether `region` is a whole-image fallback face of an image of this (height, width, ...)."""
+    return region.score == 0.0 and region.box == (0, 0, int(shape[1]), int(shape[0]))
+
+
+def as_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
+    """A C-contiguous (h, w, 3) uint8 view/copy; grey (h, w) is repeated into three channels."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
+        desc = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise InputError(f"{what} must be an RGB uint8 array of shape (h, w, 3), got {desc}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise InputError(f"{what} must be an RGB uint8 array of shape (h, w, 3), got shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+class FaceDetector:
+    """Find faces and return them as regions whose crop is the aligned 150x150 chip.
+
+    detector: "hog" (dlib frontal HOG, fast) or "cnn" (dlib MMOD CNN, more robust, ~70x slower on CPU).
+    upsample: doublings of the image before scanning; None chooses by size (`auto_upsample`).
+    min_face: faces narrower than this many pixels of the image passed are dropped.
+    fallback_whole_image: for face-crop-like images with no detection, fit the landmarks on the whole
+    image (score 0.0). Such images are always scanned padded first, then bare.
+    """
+
+    def __init__(self, detector: str = "hog", upsample: Optional[int] = None, min_face: int = 20,
+                 fallback_whole_image: bool = True) -> None:
+        if detector not in DETECTORS:
+            raise InputError(f"Unknown face detector: {detector!r}. Must be one of {list(DETECTORS)}")
+        if upsample is not None and (isinstance(upsample, bool) or not isinstance(upsample, int)
+                                     or not 0 <= upsample <= 4):
+            raise InputError(f"upsample must be None (automatic) or an integer 0..4, got {upsample!r}")
+        if isinstance(min_face, bool) or not isinstance(min_face, int) or min_face < 1:
+            raise InputError(f"min_face must be a positive integer (pixels), got {min_face!r}")
+        self.detector = detector
+        self.upsample = upsample
+        self.min_face = min_face
+        self.fallback_whole_image = bool(fallback_whole_image)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "detector": "dlib frontal HOG" if self.detector == "hog" else f"dlib MMOD CNN ({CNN_MODEL})",
+            "upsample": self.upsample if self.upsample is not None else
+            f"auto: most doublings (<= {MAX_UPSAMPLE}) keeping h*w*4^n <= {UPSAMPLE_BUDGET[self.detector]} px",
+            "threshold": HOG_THRESHOLD if self.detector == "hog" else 0.0,
+            "min_face_px": self.min_face,
+            "landmarks": SHAPE_MODEL,
+            "alignment": f"5-point, dlib.get_face_chip size {CHIP_SIZE} padding {CHIP_PADDING}",
+            "face_crops": (f"images <= {CROP_MAX_SIDE} px with aspect {CROP_ASPECT[0]}-{CROP_ASPECT[1]} are "
+                           f"scanned padded by {RETRY_PAD} with edge pixels (upsample 1) first, then bare"),
+            "fallback": (f"such an image with no face: landmarks on the whole image (score 0) if grey std >= "
+                         f"{MIN_GREY_STD}, the landmark geometry is a face's and the chip's HOG face score >= "
+                         f"{FALLBACK_MIN_SCORE}") if self.fallback_whole_image else "off",
+        }
+
+    def load(self) -> None:
+        """Load this detector's dlib models now instead of on the first image."""
+        (_hog if self.detector == "hog" else _cnn)()
+        _shape()
+
+    # -- detection -----------------------------------------------------------------------------
+    def detect(self, rgb: np.ndarray) -> list[Region]:
+        """Faces in an RGB uint8 image: boxes (x, y, w, h) clipped to it, scores, aligned chips."""
+        img = as_rgb(rgb)
+        h, w = img.shape[:2]
+        crop_like = looks_like_face_crop(h, w)
+        if crop_like:
+            # A face filling the frame is found far more reliably with a margin around it, and weak
+            # detections on the bare crop are misplaced (extended Yale B: mAP 0.998 padded-first vs
+            # 0.961 bare-first). One doubling makes an 80 px window find faces from 40 px.
+            pad = int(round(RETRY_PAD * max(h, w)))
+            padded = np.ascontiguousarray(np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+            regions = self._detect_in(padded, 1 if self.upsample is None else self.upsample, pad, (h, w))
+            if regions:
+                log.debug("%d face(s) in a %dx%d crop-like image scanned padded", len(regions), w, h)
+                return regions
+        up = self.upsample if self.upsample is not None else auto_upsample(h, w, self.detector)
+        regions = self._detect_in(img, up, 0, (h, w))
+        if regions or not crop_like or not self.fallback_whole_image:
+            return regions
+        chip = self.fallback_chip(img)
+        return [] if chip is None else [Region(box=(0, 0, w, h), score=0.0, crop=chip)]
+
+    def _detect_in(self, img: np.ndarray, up: int, offset: int, size: tuple[int, int]) -> list[Region]:
+        """Detections in `img` (the image padded by `offset` px), boxes in unpadded coordinates."""
+        dlib = import_dlib()
+        if self.detector == "hog":
+            hog = _hog()
+            with hog.lock:
+                rects, scores, _ = hog.obj.run(img, up, HOG_THRESHOLD)
+        else:
+            cnn = _cnn()
+            with cnn.lock:
+                found = cnn.obj(img, up)
+            rects, scores = [d.rect for d in found], [d.confidence for d in found]
+        keep = [(r, float(s)) for r, s in zip(rects, scores) if min(r.width(), r.height()) >= self.min_face]
+        if not keep:
+            return []
+        shapes = dlib.full_object_detections()
+        sp = _shape()
+        with sp.lock:
+            for r, _ in keep:
+                shapes.append(sp.obj(img, r))
+        chips = dlib.get_face_chips(img, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        H, W = size
+        out = []
+        for (r, score), chip in zip(keep, chips):
+            x0, y0 = max(0, r.left() - offset), max(0, r.top() - offset)
+            x1, y1 = min(W, r.right() + 1 - offset), min(H, r.bottom() + 1 - offset)
+            if x1 <= x0 or y1 <= y0:  # a box found wholly in the padding
+                continue
+            out.append(Region(box=(x0, y0, x1 - x0, y1 - y0), score=score, crop=np.ascontiguousarray(chip)))
+        return out
+
+    # -- whole-image landmarks ------------------------------------------------------------------
+    def landmarks_whole(self, rgb: np.ndarray) -> tuple[Any, np.ndarray]:
+        """The 5-point shape fitted on the whole image as the face box, and its points (5, 2)."""
+        dlib = import_dlib()
+        h, w = rgb.shape[:2]
+        sp = _shape()
+        with sp.lock:
+            shape = sp.obj(rgb, dlib.rectangle(0, 0, w - 1, h - 1))
+        points = np.array([[shape.part(i).x, shape.part(i).y] for i in range(5)], dtype=np.float64)
+        return shape, points
+
+    def align_whole(self, rgb: np.ndarray) -> np.ndarray:
+        """The aligned chip of an image taken to be one face filling it (no plausibility check)."""
+        img = as_rgb(rgb, "crop")
+        shape, _ = self.landmarks_whole(img)
+        return np.ascontiguousarray(import_dlib().get_face_chip(img, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+
+    def fallback_chip(self, rgb: np.ndarray) -> Optional[np.ndarray]:
+        """The whole-image chip if the image is not flat, the landmarks look like a face and the chip
+        scores as one (see the module docstring), else None."""
+        h, w = rgb.shape[:2]
+        grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+        if float(grey.std()) < MIN_GREY_STD:
+            log.debug("no fallback face: %dx%d image is flat (grey std %.1f)", w, h, float(grey.std()))
+            return None
+        shape, points = self.landmarks_whole(rgb)
+        if not plausible_landmarks(points, float(w)):
+            log.debug("no fallback face: landmarks in the %dx%d image do not look like a face", w, h)
+            return None
+        chip = np.ascontiguousarray(import_dlib().get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        score = chip_face_score(chip)
+        if score < FALLBACK_MIN_SCORE:
+            log.debug("no fallback face: the %dx%d image's chip scores %.2f as a face", w, h, score)
+            return None
+        return chip
+
+
+def chip_face_score(chip: np.ndarray) -> float:
+    """The HOG detector's best score on an aligned chip padded by a quarter with its edge pixels
+    (-inf when it has no candidate at all): how face-like the chip is."""
+    pad = CHIP_SIZE // 4
+    img = np.ascontiguousarray(np.pad(chip, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
+    hog = _hog()
+    with hog.lock:
+        _, scores, _ = hog.obj.run(img, 0, -3.0)
+    return max(float(s) for s in scores) if len(scores) else float("-inf")

@@ -1,0 +1,142 @@
+"""The `face` model: dlib face detection + 5-point alignment + ResNet 128-d face descriptor.
+
+Weights ship in face_recognition_models (found with find_spec, never imported: its __init__ needs
+pkg_resources). Each face is an item: `regions` finds faces and returns their aligned 150x150 chips,
+`embed` turns chips into dlib descriptors, L2-normalised (dlib's are ~unit norm already, so the
+documented same-person threshold of 0.6 Euclidean still applies roughly).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from importlib.metadata import PackageNotFoundError, version as package_version
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ..config import Settings, load_settings
+from ..detect.faces import (CHIP_PADDING, CHIP_SIZE, CNN_MODEL, INSTALL, RECOGNITION_MODEL, SHAPE_MODEL,
+                            FaceDetector, Shared, as_rgb, import_dlib, model_path, shared_model)
+from ..errors import InputError
+from ..types import Region
+from . import base
+from .onnx_session import file_sha256
+from .registry import register
+
+log = logging.getLogger(__name__)
+
+DIM = 128
+REVISION = "1"
+"""Bump when detection, alignment or descriptor code changes: it is part of `version`."""
+DECODE_MIN_SIDE = 1200
+"""JPEGs may be draft-decoded at 1/2..1/8 while their shorter side stays >= 1200 px: a 12 MP photo is
+scanned at 2000x1500 (~0.2 s of HOG instead of ~0.85 s), where the 80 px detector window still finds
+faces down to ~4% of the photo's width."""
+
+
+def _recognition() -> Shared:
+    path = model_path(RECOGNITION_MODEL)
+    return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
+
+
+class FaceEmbedder:
+    """One item per face: dlib detector -> 5-point aligned 150x150 chip -> 128-d ResNet descriptor."""
+
+    name = "face"
+    dim = DIM
+    item_kind = "face"
+    decode_max_side: int | None = DECODE_MIN_SIDE
+
+    def __init__(self, settings: Settings | None = None, detector: str = "hog", upsample: Optional[int] = None,
+                 min_face: int = 20, fallback_whole_image: bool = True, num_jitters: int = 0) -> None:
+        if isinstance(num_jitters, bool) or not isinstance(num_jitters, int) or not 0 <= num_jitters <= 100:
+            raise InputError(f"num_jitters must be an integer 0..100, got {num_jitters!r}")
+        self.settings = settings if settings is not None else load_settings()
+        self.detector = FaceDetector(detector, upsample=upsample, min_face=min_face,
+                                     fallback_whole_image=fallback_whole_image)
+        self.num_jitters = num_jitters
+        self.name = "face" if detector == "hog" else f"face-{detector}"
+        self._files = [RECOGNITION_MODEL, SHAPE_MODEL] + ([CNN_MODEL] if detector == "cnn" else [])
+        for f in self._files:
+            model_path(f)  # fail now, with the install hint, when the package is missing
+        import_dlib()
+        self._version: Optional[str] = None
+        self._lock = threading.Lock()
+
+    @property
+    def version(self) -> str:
+        """'dlib-resnet-v1+<detector>-r<REVISION>[-j<jitters>]-<hash of dlib's version and the model
+        files>' (the 32 MB of files are hashed once per process)."""
+        if self._version is None:
+            with self._lock:
+                if self._version is None:
+                    h = hashlib.sha256(f"dlib {import_dlib().__version__}".encode("ascii"))  # HOG lives in dlib
+                    for f in self._files:
+                        h.update(file_sha256(model_path(f)).encode("ascii"))
+                    jit = f"-j{self.num_jitters}" if self.num_jitters else ""
+                    self._version = f"dlib-resnet-v1+{self.detector.detector}-r{REVISION}{jit}-{h.hexdigest()[:12]}"
+        return self._version
+
+    def describe(self) -> dict[str, Any]:
+        try:
+            pkgs = f"dlib {import_dlib().__version__}, face_recognition_models {package_version('face_recognition_models')}"
+        except PackageNotFoundError:
+            pkgs = f"dlib {import_dlib().__version__}"
+        return {
+            "model": self.name,
+            "version": self.version,
+            "weights": {f: file_sha256(model_path(f)) for f in self._files},
+            "packages": pkgs,
+            **self.detector.describe(),
+            "descriptor": f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips, {DIM}-d",
+            "num_jitters": self.num_jitters,
+            "output": "L2-normalised",
+            "decode_min_side": self.decode_max_side,
+        }
+
+    def load(self) -> None:
+        """Load the dlib models now (the Library calls this before an index run writes anything)."""
+        self.detector.load()
+        _recognition()
+
+    def regions(self, image: np.ndarray) -> list[Region]:
+        return self.detector.detect(image)
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Descriptors of aligned 150x150 chips (as `regions` returns them; any 150x150 crop is taken to
+        be one). A crop of another size is first aligned with landmarks fitted on its whole area."""
+        if len(crops) == 0:
+            return np.zeros((0, DIM), dtype=np.float32)
+        chips = []
+        for i, c in enumerate(crops):
+            c = as_rgb(c, f"crop {i}")
+            chips.append(c if c.shape[:2] == (CHIP_SIZE, CHIP_SIZE) else self.detector.align_whole(c))
+        rec = _recognition()
+        out = np.empty((len(chips), DIM), dtype=np.float32)
+        step = max(1, self.settings.batch_size)
+        for s in range(0, len(chips), step):
+            with rec.lock:
+                vecs = rec.obj.compute_face_descriptor(chips[s:s + step], self.num_jitters)
+            out[s:s + len(vecs)] = np.asarray([np.asarray(v) for v in vecs], dtype=np.float32)
+        return base.l2_normalize(out)
+
+
+def _create(settings: Settings | None, detector: str, options: dict[str, Any]) -> FaceEmbedder:
+    allowed = ("upsample", "min_face", "fallback_whole_image", "num_jitters")
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise InputError(f"unknown option(s) {unknown} for model 'face'; allowed: {list(allowed)}")
+    return FaceEmbedder(settings, detector=detector, **options)
+
+
+@register("face", "dlib HOG face detector + 5-point alignment + ResNet 128-d face descriptor")
+def create(settings: Settings | None = None, detector: str = "hog", **options: Any) -> FaceEmbedder:
+    """Factory: options upsample (None = by image size), min_face (px), fallback_whole_image, num_jitters."""
+    return _create(settings, detector, options)
+
+
+@register("face-cnn", "dlib MMOD CNN face detector (slower, more robust) + 5-point alignment + ResNet 128-d")
+def create_cnn(settings: Settings | None = None, **options: Any) -> FaceEmbedder:
+    """Factory: the `face` model with dlib's CNN detector."""
+    return _create(settings, "cnn", options)

@@ -1,0 +1,231 @@
+"""The `face` model (dlib HOG + 5-point alignment + ResNet descriptor) on real images from
+../shared/data, read in place, plus generated images for the edge cases."""
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from peoplemap.detect import FaceDetector, auto_upsample, is_fallback
+from peoplemap.detect import faces as faces_mod
+from peoplemap.embed import Embedder, available_models, create_embedder
+from peoplemap.embed.face import FaceEmbedder
+from peoplemap.errors import InputError, ModelError
+from peoplemap.evaluate import dedupe_by_hash, leave_one_out_retrieval
+from peoplemap.ingest import read_image
+
+from conftest import shared_set
+
+pytestmark = pytest.mark.slow
+
+# Faces visible in each group photo, counted by eye (every face whose eyes and nose are in view,
+# including blurred background faces; backs of heads do not count).
+GROUP_PHOTOS = {
+    "dlib_johns/_group_photos_unlabeled/bald_guys.jpg": 24,  # collage of 24 portrait tiles
+    "face_recognition_examples/_multi_person/examples__two_people.jpg": 2,
+    "face_recognition_examples/_multi_person/knn_test__kit_with_rose.jpg": 2,
+    # Biden, Obama and a girl looking down at the lower right; a woman cut off at the right edge
+    # shows no face.
+    "face_recognition_examples/_multi_person/knn_test__obama_and_biden.jpg": 3,
+    "faceapi_bbt_faces/_group_photos_unlabeled/bbt1.jpg": 4,
+    # Leonard, Sheldon and a blurred man at the left edge (~55 px face, HOG score about -0.18);
+    # three more people in the background face away.
+    "faceapi_bbt_faces/_group_photos_unlabeled/bbt2.jpg": 3,
+    "faceapi_bbt_faces/_group_photos_unlabeled/bbt3.jpg": 5,
+    "faceapi_bbt_faces/_group_photos_unlabeled/bbt4.jpg": 6,
+    "faceapi_bbt_faces/_group_photos_unlabeled/bbt5.jpg": 5,
+}
+# Extended Yale B crops where neither the detector nor the padded retry finds the face.
+YALEB_FALLBACK = "extended_yaleb_cropped_subset/yaleB03/yaleB03_P00A+000E-20.pgm"
+
+
+def data_path(rel: str) -> Path:
+    first, rest = rel.split("/", 1)
+    return shared_set(first) / rest
+
+
+def pixels(rel: str | Path) -> np.ndarray:
+    path = data_path(rel) if isinstance(rel, str) else rel
+    return read_image(path)[1].pixels
+
+
+@pytest.fixture(scope="module")
+def embedder() -> FaceEmbedder:
+    e = create_embedder("face")
+    assert isinstance(e, FaceEmbedder)
+    return e
+
+
+@pytest.fixture(scope="module")
+def johns(embedder: FaceEmbedder) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """Vectors of the dlib_johns face photos (byte-identical copies dropped), their ids, faces per image."""
+    files = sorted(p for d in shared_set("dlib_johns").iterdir() if d.is_dir() and not d.name.startswith("_")
+                   for p in d.iterdir())
+    decoded = [read_image(p, min_side=embedder.decode_max_side) for p in files]
+    keep = dedupe_by_hash([str(p) for p in files], [sha for sha, _ in decoded])
+    counts, chips, ids = [], [], []
+    for i in keep:
+        regions = embedder.regions(decoded[i][1].pixels)
+        counts.append(len(regions))
+        if regions:
+            chips.append(regions[0].crop)
+            ids.append(files[i].parent.name)
+    return embedder.embed(chips), np.array(ids), counts
+
+
+# -- registry and protocol ---------------------------------------------------------------------
+def test_registry_creates_face_models(embedder: FaceEmbedder) -> None:
+    models = available_models()
+    assert "face" in models and "face-cnn" in models
+    assert isinstance(embedder, Embedder)
+    assert (embedder.name, embedder.dim, embedder.item_kind) == ("face", 128, "face")
+    assert embedder.version.startswith("dlib-resnet-v1+hog-r")
+    d = embedder.describe()
+    assert d["version"] == embedder.version and d["num_jitters"] == 0
+    assert "5-point" in d["alignment"] and "150" in d["alignment"]
+    cnn = create_embedder("face-cnn")
+    assert cnn.name == "face-cnn" and "+cnn-" in cnn.version and cnn.version != embedder.version
+
+
+def test_bad_options_are_input_errors() -> None:
+    with pytest.raises(InputError, match="bogus"):
+        create_embedder("face", bogus=1)
+    with pytest.raises(InputError, match="Unknown face detector"):
+        FaceDetector("sift")
+    for kwargs in ({"upsample": -1}, {"upsample": 1.5}, {"min_face": 0}):
+        with pytest.raises(InputError):
+            FaceDetector(**kwargs)
+    with pytest.raises(InputError, match="num_jitters"):
+        create_embedder("face", num_jitters=-1)
+
+
+def test_missing_packages_name_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(faces_mod, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match=r"pip install 'peoplemap\[face\]'"):
+        FaceEmbedder()
+    monkeypatch.undo()
+    monkeypatch.setitem(sys.modules, "dlib", None)  # makes `import dlib` raise ImportError
+    with pytest.raises(ModelError, match=r"pip install 'peoplemap\[face\]'"):
+        FaceEmbedder()
+
+
+def test_auto_upsample_rule() -> None:
+    assert auto_upsample(150, 150) == 2  # face crops, small photos: faces down to 20 px
+    assert auto_upsample(469, 675) == 2
+    assert auto_upsample(768, 1366) == 1
+    assert auto_upsample(1545, 1986) == 0  # 3 MP: faces down to 80 px, ~0.2 s
+    assert auto_upsample(469, 675, "cnn") == 1  # the CNN's budget is 4x smaller
+
+
+# -- detection ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("rel", sorted(GROUP_PHOTOS))
+def test_every_face_found_in_group_photos(embedder: FaceEmbedder, rel: str) -> None:
+    img = pixels(rel)
+    regions = embedder.regions(img)
+    assert len(regions) == GROUP_PHOTOS[rel]
+    h, w = img.shape[:2]
+    for r in regions:
+        x, y, bw, bh = r.box
+        assert 0 <= x < x + bw <= w and 0 <= y < y + bh <= h
+        assert bw >= 20 and r.score >= faces_mod.HOG_THRESHOLD and not is_fallback(r, img.shape)
+        assert r.crop is not None and r.crop.shape == (150, 150, 3) and r.crop.dtype == np.uint8
+
+
+def test_min_face_drops_small_faces() -> None:
+    img = pixels("faceapi_bbt_faces/_group_photos_unlabeled/bbt4.jpg")
+    assert FaceDetector(min_face=400).detect(img) == []  # group photo: no whole-image fallback
+
+
+def test_fallback_on_a_yaleb_crop(embedder: FaceEmbedder) -> None:
+    img = pixels(YALEB_FALLBACK)
+    (region,) = embedder.regions(img)
+    assert is_fallback(region, img.shape) and region.box == (0, 0, 168, 192) and region.score == 0.0
+    assert region.crop.shape == (150, 150, 3)
+    assert FaceDetector(fallback_whole_image=False).detect(img) == []
+    # The fallback chip still identifies the person among others of the same set.
+    gallery = {who: sorted((shared_set("extended_yaleb_cropped_subset") / who).iterdir())[5:9]
+               for who in ("yaleB02", "yaleB03", "yaleB05", "yaleB07")}
+    assert data_path(YALEB_FALLBACK) not in gallery["yaleB03"]
+    chips, ids = [region.crop], ["yaleB03"]
+    for who, paths in gallery.items():
+        for p in paths:
+            chips.append(embedder.regions(pixels(p))[0].crop)
+            ids.append(who)
+    X = embedder.embed(chips)
+    d = np.linalg.norm(X[1:] - X[0], axis=1)
+    assert ids[1 + int(np.argmin(d))] == "yaleB03"
+
+
+@pytest.mark.parametrize("kind", ["blank", "black", "noise", "gradient"])
+def test_generated_non_faces_yield_no_regions(embedder: FaceEmbedder, kind: str) -> None:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:192, 0:168]
+    img = {
+        "blank": np.full((192, 168, 3), 128, np.uint8),
+        "black": np.zeros((150, 150, 3), np.uint8),
+        "noise": rng.integers(0, 256, (192, 168, 3)).astype(np.uint8),
+        "gradient": np.repeat((xx + yy).astype(np.uint8)[:, :, None], 3, axis=2),
+    }[kind]
+    assert embedder.regions(img) == []
+
+
+def test_detection_is_thread_safe() -> None:
+    det = FaceDetector()
+    img = pixels("faceapi_bbt_faces/_group_photos_unlabeled/bbt3.jpg")
+    expected = [r.box for r in det.detect(img)]
+    results: list[list] = []
+
+    def work() -> None:
+        results.append([r.box for r in det.detect(img)])
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 3
+
+
+def test_cnn_detector_finds_a_face_chip() -> None:
+    img = pixels(sorted((shared_set("dlib_johns") / "John_Salley").iterdir())[0])
+    (region,) = FaceDetector("cnn", upsample=0).detect(img)
+    assert region.score > 0.5 and region.crop.shape == (150, 150, 3)
+
+
+# -- embedding ----------------------------------------------------------------------------------
+def test_johns_same_person_closer_than_different(johns) -> None:
+    X, ids, counts = johns
+    assert counts == [1] * 54  # 55 photos, one byte-identical copy dropped; one face each
+    assert X.shape == (54, 128) and X.dtype == np.float32
+    assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+    result = leave_one_out_retrieval(X, ids)
+    assert result["rank1"] >= 0.99 and result["mAP"] >= 0.99
+    D = np.linalg.norm(X[:, None] - X[None], axis=2)
+    same = ids[:, None] == ids[None]
+    off = ~np.eye(len(ids), dtype=bool)
+    assert D[same & off].max() < D[~same].min()  # measured 0.39 < 0.46
+
+
+def test_embed_aligns_crops_that_are_not_chips(embedder: FaceEmbedder) -> None:
+    from PIL import Image
+
+    chip = pixels(sorted((shared_set("dlib_johns") / "John_Simm").iterdir())[0])
+    bigger = np.asarray(Image.fromarray(chip).resize((200, 200), Image.Resampling.BILINEAR))
+    X = embedder.embed([chip, bigger])
+    assert X.shape == (2, 128)
+    assert np.linalg.norm(X[0] - X[1]) < 0.3  # same face: well under the 0.6 same-person threshold
+    assert embedder.embed([]).shape == (0, 128)
+    with pytest.raises(InputError, match="crop 0"):
+        embedder.embed([np.zeros((150, 150, 3), np.float32)])
+
+
+def test_index_group_photos_stores_one_item_per_face(library) -> None:
+    folder = shared_set("face_recognition_examples") / "_multi_person"
+    summary = library.index(folder, model="face")
+    assert summary.items_added == 7 and summary.images_without_items == 0
+    ids, X = library.vectors("face")
+    assert X.shape == (7, 128)
+    assert all(it.box is not None and it.kind == "face" for it in library.items("face"))
