@@ -24,7 +24,7 @@ def johns_lib(tmp_path_factory):
     base = tmp_path_factory.mktemp("johns")
     lib = base / "lib"
     env = {"PEOPLEMAP_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "model-cache")}
-    r = CliRunner(env=env).invoke(main, ["index", str(shared_set("dlib_johns")), "--library", str(lib),
+    r = CliRunner(env=env).invoke(main, ["index", str(shared_set("dlib_johns")), "--library", str(lib), "--model", "mobilenetv2",
                                          "--json"])
     assert r.exit_code == 0, r.output
     return lib, json.loads(r.output), env

@@ -91,8 +91,10 @@ def app_url(library_dir: Path) -> Iterator[str]:
 
     log = library_dir.parent / "streamlit.log"
     port = _free_port()
+    # This flow checks the whole-image model (fast); the face model has its own tests.
+    env = {**os.environ, "PEOPLEMAP_DEFAULT_MODEL": "mobilenetv2"}
     with open(log, "wb") as out:
-        proc = start_app(str(library_dir), port=port, address="127.0.0.1",
+        proc = start_app(str(library_dir), port=port, address="127.0.0.1", env=env,
                          stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -83,11 +83,12 @@ def main(verbose: int) -> None:
 @main.command()
 @click.argument("photos_dir", type=click.Path(file_okay=False))
 @click.option("--library", "-l", required=True, help=LIBRARY_HELP)
-@click.option("--model", "-m", default="mobilenetv2", show_default=True,
-              help="Embedding model; `peoplemap models` lists them.")
+@click.option("--model", "-m", default=None,
+              help="Embedding model (default: face; PEOPLEMAP_DEFAULT_MODEL to change); "
+                   "`peoplemap models` lists them.")
 @click.option("--rebuild", is_flag=True, help="Re-extract this model's vectors (after a model change).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def index(photos_dir: str, library: str, model: str, rebuild: bool, as_json: bool) -> None:
+def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, as_json: bool) -> None:
     """Index the images in PHOTOS_DIR (recursively) into a library.
 
     Only new or changed files are processed on a re-run; deleted files are dropped. Files that
@@ -95,7 +96,8 @@ def index(photos_dir: str, library: str, model: str, rebuild: bool, as_json: boo
 
     \b
     Example:
-      peoplemap index ~/Pictures --library people.lib --model mobilenetv2
+      peoplemap index ~/Pictures --library people.lib
+      peoplemap index crops/ --library people.lib --model body
     """
     lib = _open(library, create=True)
     with _progress_bar("") as cb:

@@ -22,8 +22,8 @@ CAMERA_HELP = (
 
 @click.command("eval")
 @click.argument("folder", type=click.Path(file_okay=False))
-@click.option("--model", "-m", default="mobilenetv2", show_default=True,
-              help="Embedding model; `peoplemap models` lists them.")
+@click.option("--model", "-m", default=None,
+              help="Embedding model (default: face); `peoplemap models` lists them.")
 @click.option("--profile", type=click.Choice(["default", "seed"]), default="default",
               show_default=True, help="Clustering profile to evaluate.")
 @click.option("--min-cluster-size", type=click.IntRange(min=2), default=None,
@@ -35,7 +35,7 @@ CAMERA_HELP = (
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--keep-library", type=click.Path(file_okay=False), default=None,
               help="Index into this library folder (kept) instead of a temporary one.")
-def eval_command(folder: str, model: str, profile: str, min_cluster_size: Optional[int],
+def eval_command(folder: str, model: Optional[str], profile: str, min_cluster_size: Optional[int],
                  baseline: Optional[str], camera_pattern: Optional[str], as_json: bool,
                  keep_library: Optional[str]) -> None:
     """Score retrieval and clustering on a labeled FOLDER of <identity>/<image> files.

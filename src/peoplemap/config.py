@@ -15,6 +15,8 @@ def _default_cache() -> str:
 
 @dataclass(frozen=True)
 class Settings:
+    default_model: str = "face"
+    """Model used when none is named: faces for photos. `mobilenetv2` is the original design's."""
     cache_dir: str = ""
     """Where exported ONNX models are cached (never inside the repository)."""
     batch_size: int = 32

@@ -141,7 +141,7 @@ class _Labeled:
     read_seconds: float
 
 
-def evaluate_folder(folder: str | os.PathLike, *, model: str = "mobilenetv2",
+def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
                     profile: str = "default", min_cluster_size: int | None = None,
                     baseline: str | None = None, camera_pattern: str | None = None,
                     settings: Settings | None = None, keep_library: str | os.PathLike | None = None,
@@ -156,6 +156,10 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str = "mobilenetv2",
     if profile not in PROFILES:
         raise InputError(f"Unknown clustering profile: {profile!r}. Must be one of {sorted(PROFILES)}")
     cam_re = _camera_regex(camera_pattern, root, names)
+    if model is None:
+        from .config import load_settings
+
+        model = (settings or load_settings()).default_model
     methods = [(model, profile, min_cluster_size)]
     if baseline is not None:
         methods.insert(0, (DESIGN_MODEL, DESIGN_PROFILE, None))

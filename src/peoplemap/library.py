@@ -3,7 +3,7 @@
 It is the public API that the CLI and the app both use:
 
     lib = Library.open("my-library", create=True)
-    lib.index("~/Pictures", model="mobilenetv2")
+    lib.index("~/Pictures")                 # faces; model="body" for person crops
     lib.cluster(profile="default")
     results = lib.search("query.jpg", k=10)
 """
@@ -207,11 +207,13 @@ class Library:
             ).lastrowid)
 
     # -- indexing ------------------------------------------------------------------------------
-    def index(self, folder: str | os.PathLike, *, model: str = "mobilenetv2", rebuild: bool = False,
+    def index(self, folder: str | os.PathLike, *, model: str | None = None, rebuild: bool = False,
               progress: ProgressCallback = no_progress):
-        """Add new and changed images of `folder`, drop deleted ones; returns an IndexSummary."""
+        """Add new and changed images of `folder`, drop deleted ones; returns an IndexSummary.
+        model: a registered name (default: settings.default_model, "face")."""
         from .indexing import index_folder
 
+        model = model or self.settings.default_model
         embedder = self.embedder(model)
         load = getattr(embedder, "load", None)
         if load is not None:  # fail on a missing model before anything is written

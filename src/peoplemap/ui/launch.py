@@ -34,8 +34,8 @@ def app_command(library: str, *, port: int = 8501, address: str = "localhost",
     ]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(base: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ if base is None else base)
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
     return env
 
@@ -43,8 +43,9 @@ def _env() -> dict[str, str]:
 def start_app(library: str, *, port: int = 8501, address: str = "localhost", headless: bool = True,
               **popen: Any) -> subprocess.Popen:
     """Start the app server and return at once; the caller waits for /_stcore/health and stops it."""
+    env = _env(popen.pop("env", None))
     return subprocess.Popen(app_command(library, port=port, address=address, headless=headless),
-                            env=_env(), **popen)
+                            env=env, **popen)
 
 
 def run_app(library: str, *, port: int = 8501, address: str = "localhost",

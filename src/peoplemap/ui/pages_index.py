@@ -25,9 +25,16 @@ def _model_choice() -> str:
         common.show_error(e)
         st.stop()
     names = list(models)
-    default = names.index("mobilenetv2") if "mobilenetv2" in names else 0
+    preferred = lib_settings_default_model()
+    default = names.index(preferred) if preferred in names else 0
     return st.selectbox("Model", names, index=default, format_func=lambda n: f"{n}: {models[n]}",
                         help="`peoplemap models` lists the same models.")
+
+
+def lib_settings_default_model() -> str:
+    from ..config import load_settings
+
+    return load_settings().default_model
 
 
 def _library_counts(lib: "Library") -> None:
