@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PHOTOS ?=
 LIBRARY ?= peoplemap-library
-MODEL  ?= mobilenetv2
+MODEL  ?=
 PORT   ?= 8501
 
 .PHONY: run test venv clean
@@ -20,8 +20,8 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 run: venv
-	@if [ -z "$(PHOTOS)" ]; then echo "Usage: make run PHOTOS=/path/to/photos [LIBRARY=dir] [MODEL=mobilenetv2]"; exit 2; fi
-	$(VENV)/bin/peoplemap index "$(PHOTOS)" --library "$(LIBRARY)" --model "$(MODEL)"
+	@if [ -z "$(PHOTOS)" ]; then echo "Usage: make run PHOTOS=/path/to/photos [LIBRARY=dir] [MODEL=face|body|mobilenetv2]"; exit 2; fi
+	$(VENV)/bin/peoplemap index "$(PHOTOS)" --library "$(LIBRARY)" $(if $(MODEL),--model "$(MODEL)")
 	$(VENV)/bin/peoplemap cluster --library "$(LIBRARY)"
 	$(VENV)/bin/peoplemap ui --library "$(LIBRARY)" --port $(PORT)
 
