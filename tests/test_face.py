@@ -134,6 +134,14 @@ def test_every_face_found_in_group_photos(embedder: FaceEmbedder, rel: str) -> N
         assert r.crop is not None and r.crop.shape == (150, 150, 3) and r.crop.dtype == np.uint8
 
 
+def test_face_crops_are_scanned_padded_and_boxes_clipped(embedder: FaceEmbedder) -> None:
+    img = pixels("att_orl_faces/s1/1.pgm")  # 92x112: bare, the detector's window has no margin
+    (region,) = embedder.regions(img)
+    x, y, w, h = region.box
+    assert 0 <= x < x + w <= 92 and 0 <= y < y + h <= 112 and (w, h) != (92, 112)
+    assert region.score >= faces_mod.HOG_THRESHOLD and region.crop.shape == (150, 150, 3)
+
+
 def test_min_face_drops_small_faces() -> None:
     img = pixels("faceapi_bbt_faces/_group_photos_unlabeled/bbt4.jpg")
     assert FaceDetector(min_face=400).detect(img) == []  # group photo: no whole-image fallback
