@@ -237,3 +237,23 @@ def test_index_group_photos_stores_one_item_per_face(library) -> None:
     ids, X = library.vectors("face")
     assert X.shape == (7, 128)
     assert all(it.box is not None and it.kind == "face" for it in library.items("face"))
+
+
+def test_face_library_end_to_end_on_group_photos(tmp_path):
+    """The face model through the Library (worker processes): one item per face with its box,
+    images without a face listed, and a group-photo query returning one result per face."""
+    from peoplemap import Library
+    from peoplemap.config import Settings
+
+    folder = shared_set("faceapi_bbt_faces")
+    with Library.open(tmp_path / "lib", create=True,
+                      settings=Settings(cache_dir=str(tmp_path / "cache"), workers=2)) as lib:
+        s = lib.index(folder, model="face")
+        assert s.items_added == 40 + 4 + 3 + 5 + 6 + 5  # 40 portraits + the 5 group photos' faces
+        items = lib.items("face")
+        assert all(it.box is not None and it.kind == "face" for it in items)
+        lib.cluster(model="face")
+        group = folder / "_group_photos_unlabeled" / "bbt4.jpg"
+        results = lib.search(group, k=3, model="face")
+        assert len(results) == 6 and all(r.region.box is not None for r in results)
+        assert all(r.hits[0].path == str(group) for r in results)  # each face finds itself

@@ -109,7 +109,12 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, as
                f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.removed} removed; "
                f"{s.items_added} items added" + (f" ({s.reused} reused identical images)" if s.reused else ""))
     if s.images_without_items:
-        click.echo(f"{s.images_without_items} images had nothing to embed for this model.")
+        kind = lib.vector_set(s.model).item_kind
+        empty = lib.images_without_items(s.model)
+        click.echo(f"{len(empty)} images have no {kind} for this model"
+                   + (":" if len(empty) <= 20 else " (`peoplemap info` lists them all):"))
+        for p in empty[:20]:
+            click.echo(f"  {p!r}")
     if s.skipped:
         click.echo(f"Skipped {len(s.skipped)} files:")
         for sk in s.skipped[:50]:
@@ -217,6 +222,10 @@ def info(library: str, as_json: bool) -> None:
               + (", stale: re-run cluster" if c["stale"] else "") + ")")
         click.echo(f"  {m['model']} ({m['item_kind']}, {m['dim']}-d): {m['items']} items from "
                    f"{m['images']} images; {cl}")
+        if m["images_without_items"]:
+            click.echo(f"  images with no {m['item_kind']} ({len(m['images_without_items'])}):")
+            for p in m["images_without_items"]:
+                click.echo(f"    {p!r}")
     if d["skipped"]:
         click.echo(f"Skipped files ({len(d['skipped'])}):")
         for s in d["skipped"]:

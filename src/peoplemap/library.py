@@ -267,6 +267,13 @@ class Library:
         return Item(id=int(r[0]), image_id=int(r[1]), path=r[2], box=box, kind=kind,
                     score=float(r[7]))
 
+    def images_without_items(self, model: str | None = None) -> list[str]:
+        """Paths of images in which the model found nothing to embed (e.g. no face)."""
+        s = self.vector_set(model)
+        return [p for (p,) in self.catalog.query(
+            "SELECT i.path FROM images i JOIN processed p ON p.image_id = i.id "
+            "WHERE p.set_id = ? AND p.n_items = 0 ORDER BY i.path", (s.id,))]
+
     def skipped(self) -> list[Skipped]:
         return [Skipped(p, r) for p, r in self.catalog.query(
             "SELECT path, reason FROM skipped ORDER BY path")]
@@ -287,6 +294,7 @@ class Library:
             c = self.clustering(s.model)
             models.append(dict(model=s.model, version=s.version, dim=s.dim, item_kind=s.item_kind,
                                items=s.n_items, images=s.n_images,
+                               images_without_items=self.images_without_items(s.model),
                                clustering=None if c is None else dict(
                                    profile=c.profile, params=c.params, stale=c.stale,
                                    clusters=len(self.clusters(s.model)),
