@@ -18,7 +18,7 @@ def model_path(lib: "Library", clustering_id: int):
 
 
 def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_cluster_size: int | None,
-                   progress: ProgressCallback, **params: Any) -> "ClusterSummary":
+                   progress: ProgressCallback, items=None, **params: Any) -> "ClusterSummary":
     from .cluster import Clusterer, save_model
     from .library import ClusterSummary
     from .people import sync_after_clustering
@@ -26,6 +26,9 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
     t0 = time.perf_counter()
     progress("cluster", 0, 3)
     ids, X = lib.vectors(s.model)
+    if items is not None:
+        keep = np.isin(ids, np.asarray(list(items), dtype=np.int64))
+        ids, X = ids[keep], X[keep]
     cannot_link = _same_image_groups(lib, s.id, ids) if s.item_kind != "image" else None
     progress("cluster", 1, 3)
     est = Clusterer(profile, min_cluster_size=min_cluster_size, **params).fit(X, cannot_link=cannot_link)

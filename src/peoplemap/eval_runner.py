@@ -13,8 +13,8 @@ Rules, applied after indexing, to the images the library decoded under the folde
 - an image may yield 0 items (counted in images_without_items) or several (face/body models): one
   item per image is scored, the highest-scoring one (then the largest box, then the lowest id),
   because a labeled identity folder shows its person as the main subject.
-The library clusters everything it indexed under the folder (as a user's library would, `_` folders
-and duplicates included); only the labeled, deduplicated items are scored. With a baseline the
+Clustering runs over the scored items only (labeled, deduplicated, one per image), the protocol of
+the face-clustering literature: `_` folders are for detection checks, not distractors. With a baseline the
 design's method runs first, so a kept library ends with peoplemap's clustering as its current one.
 """
 from __future__ import annotations
@@ -185,7 +185,7 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
             data = labeled[m]
             t = time.perf_counter()
             cs = lib.cluster(model=m, profile=prof, min_cluster_size=mcs,
-                             progress=_prefixed(progress, prof))
+                             progress=_prefixed(progress, prof), items=data.item_ids)
             labels = lib.labels(m)
             cluster_s = time.perf_counter() - t
             pred = np.array([labels.get(int(i), NOISE) for i in data.item_ids], dtype=np.int64)

@@ -311,8 +311,9 @@ class Library:
     # -- clustering ----------------------------------------------------------------------------
     def cluster(self, *, model: str | None = None, profile: str = "default",
                 min_cluster_size: int | None = None, progress: ProgressCallback = no_progress,
-                **params: Any) -> ClusterSummary:
-        """Cluster a vector set and store the labels (clusters numbered by size, largest first)."""
+                items: Sequence[int] | None = None, **params: Any) -> ClusterSummary:
+        """Cluster a vector set and store the labels (clusters numbered by size, largest first).
+        items: cluster only these item ids (the rest get no label); default all."""
         from .clustering_run import run_clustering
 
         s = self.vector_set(model)
@@ -321,7 +322,7 @@ class Library:
             try:
                 summary = run_clustering(self, s, profile=profile,
                                          min_cluster_size=min_cluster_size,
-                                         progress=progress, **params)
+                                         progress=progress, items=items, **params)
             except BaseException as e:
                 self.catalog.finish_run(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
