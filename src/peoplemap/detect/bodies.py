@@ -93,8 +93,10 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float = NMS_IOU) -> list[int
         inter = iw * ih
         union = area[i] + area[rest] - inter
         overlap = np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
-        # Also drop a box lying mostly inside the kept one: HOG fires on a person and on their torso.
-        inside = np.where(area[rest] > 0, inter / np.maximum(area[rest], 1e-12), 0.0)
+        # Also drop a box mostly inside the kept one or containing it: HOG fires on a person and on
+        # their torso, and only the better-scoring of the two is kept.
+        smaller = np.minimum(area[i], area[rest])
+        inside = np.where(smaller > 0, inter / np.maximum(smaller, 1e-12), 0.0)
         order = [j for j, o, s in zip(order, overlap, inside) if o <= iou and s <= 0.8]
     return keep
 
