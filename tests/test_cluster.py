@@ -153,9 +153,10 @@ def test_cannot_link_dissolves_cluster_that_gets_too_small():
     X, _, _ = blobs(2, 10, 16, spread=0.3, seed=5)
     pair = np.array([[1.0] + [0.0] * 15, [0.999, 0.04] + [0.0] * 14], dtype=np.float32)
     X = np.vstack([X, pair / np.linalg.norm(pair, axis=1, keepdims=True)])
-    free = Clusterer().fit(X)
+    params = dict(min_samples=1, cluster_selection_epsilon=0.0)  # a tight pair forms its own cluster
+    free = Clusterer(**params).fit(X)
     assert free.labels_[20] == free.labels_[21] != NOISE
-    model = Clusterer().fit(X, cannot_link=[[20, 21]])
+    model = Clusterer(**params).fit(X, cannot_link=[[20, 21]])
     assert model.labels_[20] == model.labels_[21] == NOISE
     assert model.n_clusters_ == free.n_clusters_ - 1
     assert set(model.labels_.tolist()) == set(range(model.n_clusters_)) | {NOISE}

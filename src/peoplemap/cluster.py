@@ -40,9 +40,14 @@ PROFILES: dict[str, dict[str, Any]] = {
     "seed": {"preprocess": "standardize+pca", "pca_max_components": 50,
              "min_cluster_size": 3, "min_samples": None, **_HDBSCAN_DEFAULTS},
     # L2-normalised identity embeddings: no scaling, no PCA; euclidean on unit vectors is monotone in
-    # cosine distance. PROVISIONAL values: the lead will set min_cluster_size, min_samples,
-    # cluster_selection_method and cluster_selection_epsilon from measurements on labeled data.
-    "default": {"preprocess": "l2-normalize", "min_cluster_size": 2, "min_samples": 1, **_HDBSCAN_DEFAULTS},
+    # cosine distance. Chosen once, by measurement on all six shared face sets with the face model,
+    # then fixed (no per-dataset tuning): groups of two count (people with few photos),
+    # min_samples=2 keeps chains of near-duplicates from bridging people, eps=0.25 merges the
+    # sub-clusters of one person that eom selection otherwise splits (dlib's 0.6 same-person
+    # threshold is ~0.41 between unit vectors).
+    "default": {"preprocess": "l2-normalize", **_HDBSCAN_DEFAULTS, "min_cluster_size": 2,
+                "min_samples": 2, "cluster_selection_method": "eom",
+                "cluster_selection_epsilon": 0.25},
 }
 
 TUNABLE = ("min_cluster_size", "min_samples", *_HDBSCAN_DEFAULTS)
