@@ -313,3 +313,23 @@ def test_onnx_byo_errors(tmp_path: Path, settings: Settings) -> None:
         create_embedder(f"onnx:{rank1}", settings=settings).embed([np.zeros((8, 8, 3), np.uint8)])
     rank4 = _gap_model(tmp_path / "rank4.onnx", out_rank=4)  # (n, 3, 1, 1) is flattened
     assert create_embedder(f"onnx:{rank4}", settings=settings).embed([np.ones((8, 8, 3), np.uint8)]).shape == (1, 3)
+
+
+def test_library_whitens_body_vectors_and_queries(tmp_path):
+    """Body sets get a collection whitening after indexing: stored vectors stay raw, vectors() and
+    search use the whitened space, and an image still finds itself first."""
+    from peoplemap import Library
+    from peoplemap.config import Settings
+
+    folder = shared_set("col780_reid_2cam_8angle") / "001"
+    with Library.open(tmp_path / "lib", create=True,
+                      settings=Settings(cache_dir=str(tmp_path / "cache"))) as lib:
+        lib.index(folder, model="body")
+        _ids, raw = lib.vectors("body", raw=True)
+        ids, X = lib.vectors("body")
+        w = lib.whitening("body")
+        assert w is not None and X.shape == (len(raw), w.dim) and w.dim < raw.shape[1]
+        np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-4)
+        q = sorted(folder.iterdir())[3]
+        hits = lib.search(q, k=3, model="body")[0].hits
+        assert hits[0].path == str(q) and hits[0].distance < 1e-2

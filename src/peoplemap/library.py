@@ -90,6 +90,7 @@ class Library:
         self._embedders: dict[str, Embedder] = {}
         self._indexes: dict[int, Any] = {}
         self._cluster_models: dict[int, Any] = {}
+        self._whitenings: dict[int, Any] = {}
         self._lock = threading.RLock()
 
     # -- opening -------------------------------------------------------------------------------
@@ -223,15 +224,58 @@ class Library:
             try:
                 summary = index_folder(self, str(folder), embedder, rebuild=rebuild,
                                        progress=progress)
+                if getattr(embedder, "collection_whitening", False) and (
+                        summary.items_added or summary.removed or self.whitening(embedder.name) is None):
+                    self.refit_whitening(embedder.name)
             except BaseException as e:
                 self.catalog.finish_run(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
             self.catalog.finish_run(run, "done", summary.to_json())
         return summary
 
+    # -- collection whitening ------------------------------------------------------------------
+    def _whitening_path(self, set_id: int) -> Path:
+        return self.path / "transforms" / f"set-{set_id}-whitening.npz"
+
+    def whitening(self, model: str | None = None):
+        """The set's fitted collection whitening (peoplemap.reid.Whitening), or None."""
+        from .reid import Whitening
+
+        s = self.vector_set(model)
+        path = self._whitening_path(s.id)
+        try:
+            stamp = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        with self._lock:
+            cached = self._whitenings.get(s.id)
+            if cached is None or cached[0] != stamp:
+                cached = (stamp, Whitening.load(path))
+                self._whitenings[s.id] = cached
+            return cached[1]
+
+    def refit_whitening(self, model: str | None = None) -> None:
+        """Fit PCA whitening on the set's raw vectors (models with collection_whitening)."""
+        from .reid import WHITENING_DIM, fit_whitening
+
+        s = self.vector_set(model)
+        path = self._whitening_path(s.id)
+        _ids, X = self.vectors(s.model, raw=True)
+        if len(X) < 6:  # too few vectors to estimate a covariance: use them as they are
+            path.unlink(missing_ok=True)
+        else:
+            w = fit_whitening(X, dim=min(WHITENING_DIM, len(X) // 3))
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            w.save(tmp)
+            os.replace(tmp, path)
+        with self.catalog.write() as c:  # derived vectors changed: indexes and clusterings are stale
+            c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (s.id,))
+
     # -- reading -------------------------------------------------------------------------------
-    def vectors(self, model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(item ids int64 (n,), vectors float32 (n, d)) of a vector set, in item id order."""
+    def vectors(self, model: str | None = None, *, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids int64 (n,), vectors float32 (n, d)) of a vector set, in item id order.
+        Sets with a collection whitening return whitened vectors unless raw=True."""
         s = self.vector_set(model)
         ids: list[int] = []
         blobs: list[bytes] = []
@@ -241,7 +285,11 @@ class Library:
         for item_id, blob in cur:
             ids.append(item_id)
             blobs.append(blob)
-        return np.asarray(ids, dtype=np.int64), blobs_to_matrix(blobs, s.dim)
+        X = blobs_to_matrix(blobs, s.dim)
+        w = None if raw else self.whitening(s.model)
+        if w is not None and len(X):
+            X = w.apply(X)
+        return np.asarray(ids, dtype=np.int64), X
 
     def items(self, model: str | None = None, ids: Sequence[int] | None = None) -> list[Item]:
         """Items of a vector set (or the given item ids), in id order."""
@@ -415,7 +463,11 @@ class Library:
         from .people import forget_person
 
         with self.writing("peoplemap people forget"):
-            return forget_person(self, ref, model)
+            n = forget_person(self, ref, model)
+            s = self.vector_set(model)
+            if getattr(self.embedder(s.model), "collection_whitening", False):
+                self.refit_whitening(s.model)  # the old one was fitted with the forgotten vectors
+            return n
 
     def forget_derived(self, model: str | None = None) -> None:
         """Delete a vector set's derived files (FAISS index, clustering state) and caches."""
@@ -429,6 +481,9 @@ class Library:
             from .clustering_run import model_path
 
             model_path(self, cid).unlink(missing_ok=True)
+        self._whitening_path(s.id).unlink(missing_ok=True)
+        with self._lock:
+            self._whitenings.pop(s.id, None)
         thumbs = self.path / "thumbnails"
         if thumbs.exists():
             shutil.rmtree(thumbs, ignore_errors=True)

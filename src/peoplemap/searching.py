@@ -109,6 +109,9 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
     if not regions:
         return [QueryResult(query=qname, region=None, cluster=None, confidence=0.0, hits=[])]
     Q = embedder.embed([crop(img.pixels, r) for r in regions])
+    w = lib.whitening(s.model)
+    if w is not None:
+        Q = w.apply(Q)
     idx = vector_index(lib, s)
     D, I = idx.search(Q, min(k, max(1, len(idx))))
     labels = lib.labels(s.model)
