@@ -25,10 +25,10 @@ import numpy as np
 
 from .catalog import DB_NAME, Catalog, blobs_to_matrix
 from .config import Settings, load_settings
-from .embed.base import Embedder, crop
-from .errors import InputError, LibraryBusyError, LibraryError
+from .embed.base import Embedder
+from .errors import LibraryBusyError, LibraryError
 from .ingest import Skipped
-from .types import NOISE, Hit, Item, ProgressCallback, QueryResult, no_progress
+from .types import NOISE, Item, ProgressCallback, QueryResult, no_progress
 
 log = logging.getLogger(__name__)
 

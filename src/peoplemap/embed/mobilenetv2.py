@@ -22,7 +22,7 @@ from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import cached_onnx_path, drop_session, export_atomic, file_sha256, make_session
+from .onnx_session import cached_onnx_path, file_sha256, load_or_export
 from .registry import register
 
 if TYPE_CHECKING:
@@ -194,22 +194,9 @@ class MobileNetV2Embedder:
         return self._session
 
     def _load(self) -> "onnxruntime.InferenceSession":
-        path = self.onnx_path
-        if not path.exists():
-            self._export_to(path)
-        try:
-            return make_session(path, self.settings.threads)
-        except ModelError as e:
-            # A damaged cache file (disk full, manual edit) is rebuilt once rather than failing forever.
-            log.warning("cached ONNX model %s is unusable (%s); exporting it again", path, e)
-            drop_session(path)
-            path.unlink(missing_ok=True)
-            self._export_to(path)
-            return make_session(path, self.settings.threads)
-
-    def _export_to(self, path: Path) -> None:
-        log.info("exporting mobilenetv2 weights %s to %s", self.weights, path)
-        export_atomic(path, lambda tmp: _export(self.weights, tmp))
+        log.info("loading mobilenetv2 from %s (exported from %s)", self.onnx_path, self.weights)
+        return load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp),
+                              self.settings.threads)
 
 
 def _check_crop(i: int, c: object) -> None:

@@ -112,3 +112,21 @@ def _new_session(path: str, threads: int) -> "onnxruntime.InferenceSession":
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
+
+
+def load_or_export(path: Path, export: Callable[[Path], None], threads: int) -> "onnxruntime.InferenceSession":
+    """A session for the cached ONNX file at `path`, exporting it first when missing.
+
+    A damaged cache file (disk full, manual edit) is exported again once rather than failing forever.
+    `export(tmp)` writes the model to tmp; `export_atomic` moves it into place.
+    """
+    if not path.exists():
+        export_atomic(path, export)
+    try:
+        return make_session(path, threads)
+    except ModelError as e:
+        log.warning("cached ONNX model %s is unusable (%s); exporting it again", path, e)
+        drop_session(path)
+        path.unlink(missing_ok=True)
+        export_atomic(path, export)
+        return make_session(path, threads)
