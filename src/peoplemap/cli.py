@@ -172,12 +172,15 @@ def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[
         click.echo(json.dumps([r.to_json() for r in out], indent=1, ensure_ascii=False))
         return
     for r in out:
-        where = "no cluster" if r.cluster is None else f"cluster {r.cluster} (confidence {r.confidence:.2f})"
+        who = r.person or (f"person {r.person_id}" if r.person_id is not None else None)
+        where = ("no cluster" if r.cluster is None else
+                 (f"{who}, " if who else "") + f"cluster {r.cluster} (confidence {r.confidence:.2f})")
         box = f" box {r.region.box}" if r.region and r.region.box else ""
         click.echo(f"{r.query}{box}: {where}")
         for rank, h in enumerate(r.hits, 1):
             c = "unsorted" if h.cluster is None else f"cluster {h.cluster}"
-            click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {c:12s} {h.path}")
+            who = h.person or (f"person {h.person_id}" if h.person_id is not None else "")
+            click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {c:12s} {who:16s} {h.path}")
 
 
 @main.command()
