@@ -48,6 +48,17 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x / norms, dtype=np.float32)
 
 
+def check_crop(i: int, c: object) -> None:
+    """InputError unless crop i is a non-empty RGB uint8 array (h, w, 3)."""
+    from ..errors import InputError
+
+    if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
+        desc = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
+        raise InputError(f"crop {i} must be an RGB uint8 array of shape (h, w, 3), got {desc}")
+    if c.shape[0] == 0 or c.shape[1] == 0:
+        raise InputError(f"crop {i} is empty: shape {c.shape}")
+
+
 def crop(image: np.ndarray, region: Region) -> np.ndarray:
     """The pixels a region stands for: its own crop, the box clipped to the image, or the whole image."""
     if region.crop is not None:

@@ -205,7 +205,7 @@ class BodyEmbedder:
 
         out = np.empty((len(crops), INPUT_H, INPUT_W, 3), dtype=np.uint8)
         for i, c in enumerate(crops):
-            _check_crop(i, c)
+            base.check_crop(i, c)
             if c.shape[:2] == (INPUT_H, INPUT_W):
                 out[i] = c
             else:
@@ -257,13 +257,6 @@ class BodyEmbedder:
         return load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp),
                               self.settings.threads)
 
-
-def _check_crop(i: int, c: object) -> None:
-    if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
-        desc = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
-        raise InputError(f"crop {i} must be an RGB uint8 array of shape (h, w, 3), got {desc}")
-    if c.shape[0] == 0 or c.shape[1] == 0:
-        raise InputError(f"crop {i} is empty: shape {c.shape}")
 
 
 @register("body", "whole-body appearance (re-ID): striped MobileNetV2 mid-level features + colour; "

@@ -147,7 +147,7 @@ class MobileNetV2Embedder:
         n = len(crops)
         pixels = np.empty((n, INPUT_SIZE, INPUT_SIZE, 3), dtype=np.uint8)
         for i, c in enumerate(crops):
-            _check_crop(i, c)
+            base.check_crop(i, c)
             if c.shape[:2] == (INPUT_SIZE, INPUT_SIZE):
                 pixels[i] = c
             else:
@@ -198,13 +198,6 @@ class MobileNetV2Embedder:
         return load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp),
                               self.settings.threads)
 
-
-def _check_crop(i: int, c: object) -> None:
-    if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
-        desc = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
-        raise InputError(f"crop {i} must be an RGB uint8 array of shape (h, w, 3), got {desc}")
-    if c.shape[0] == 0 or c.shape[1] == 0:
-        raise InputError(f"crop {i} is empty: shape {c.shape}")
 
 
 @register("mobilenetv2", "MobileNetV2 ImageNet (the seed design's model), whole image, 1280-d")

@@ -234,7 +234,7 @@ class OnnxEmbedder:
         w, h = self._size
         pixels = np.empty((len(crops), h, w, 3), dtype=np.uint8)
         for i, c in enumerate(crops):
-            _check_crop(offset + i, c)
+            base.check_crop(offset + i, c)
             pixels[i] = c if c.shape[:2] == (h, w) else np.asarray(
                 Image.fromarray(np.ascontiguousarray(c)).resize((w, h), Image.Resampling.BILINEAR))
         return pixels
@@ -283,13 +283,6 @@ class OnnxEmbedder:
             raise ModelError(f"{self.path.name} produced NaN or infinite values")
         return base.l2_normalize(X)
 
-
-def _check_crop(i: int, c: object) -> None:
-    if not isinstance(c, np.ndarray) or c.dtype != np.uint8 or c.ndim != 3 or c.shape[2] != 3:
-        desc = f"{c.dtype} {c.shape}" if isinstance(c, np.ndarray) else type(c).__name__
-        raise InputError(f"crop {i} must be an RGB uint8 array of shape (h, w, 3), got {desc}")
-    if c.shape[0] == 0 or c.shape[1] == 0:
-        raise InputError(f"crop {i} is empty: shape {c.shape}")
 
 
 @register("onnx", "your own ONNX model: --model onnx:PATH (options in PATH.json)")
