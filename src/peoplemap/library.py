@@ -389,13 +389,22 @@ class Library:
         return Clustering(int(row[0]), s.id, row[1], json.loads(row[2]), row[3] != s.generation,
                           row[4])
 
-    def labels(self, model: str | None = None) -> dict[int, int]:
-        """item id -> cluster label (NOISE for unsorted) of the current clustering."""
+    def labels(self, model: str | None = None, ids: Sequence[int] | None = None) -> dict[int, int]:
+        """item id -> cluster label (NOISE for unsorted) of the current clustering (only the
+        given item ids when ids is not None)."""
         c = self.clustering(model)
         if c is None:
             return {}
-        return dict(self.catalog.query(
-            "SELECT item_id, label FROM cluster_labels WHERE clustering_id = ?", (c.id,)))
+        sql = "SELECT item_id, label FROM cluster_labels WHERE clustering_id = ?"
+        if ids is None:
+            return dict(self.catalog.query(sql, (c.id,)))
+        out: dict[int, int] = {}
+        ids = [int(i) for i in ids]
+        for k in range(0, len(ids), 500):
+            chunk = ids[k:k + 500]
+            out.update(self.catalog.query(
+                sql + f" AND item_id IN ({','.join('?' * len(chunk))})", [c.id, *chunk]))
+        return out
 
     def clusters(self, model: str | None = None) -> list[ClusterInfo]:
         """Clusters of the current clustering, largest first (unsorted items not included)."""

@@ -93,6 +93,32 @@ def person_of_items(lib: "Library", model: Optional[str] = None) -> dict[int, Pe
     return {i: p for p in list_people(lib, model, include_hidden=True) for i in p.item_ids}
 
 
+def persons_of(lib: "Library", item_ids: Sequence[int]) -> dict[int, tuple[int, Optional[str]]]:
+    """item id -> (person id, name) for the given items only (the search hot path)."""
+    out: dict[int, tuple[int, Optional[str]]] = {}
+    ids = [int(i) for i in item_ids]
+    for k in range(0, len(ids), 500):
+        chunk = ids[k:k + 500]
+        for item_id, pid, name in lib.catalog.query(
+                "SELECT pi.item_id, pe.id, pe.name FROM person_items pi JOIN people pe ON "
+                f"pe.id = pi.person_id WHERE pi.item_id IN ({','.join('?' * len(chunk))})", chunk):
+            out[item_id] = (pid, name)
+    return out
+
+
+def person_of_cluster(lib: "Library", clustering_id: int,
+                      label: Optional[int]) -> Optional[tuple[int, Optional[str]]]:
+    """(person id, name) that most of a cluster's items belong to; None for no cluster/people."""
+    if label is None:
+        return None
+    row = lib.catalog.one(
+        "SELECT pe.id, pe.name, COUNT(*) AS n FROM cluster_labels cl JOIN person_items pi "
+        "ON pi.item_id = cl.item_id JOIN people pe ON pe.id = pi.person_id "
+        "WHERE cl.clustering_id = ? AND cl.label = ? GROUP BY pe.id ORDER BY n DESC, pe.id LIMIT 1",
+        (clustering_id, int(label)))
+    return None if row is None else (int(row[0]), row[1])
+
+
 def resolve(lib: "Library", ref: str | int, model: Optional[str] = None) -> Person:
     """A person by id or by exact name (case-insensitive); clear error otherwise."""
     people = list_people(lib, model, include_hidden=True)

@@ -114,13 +114,15 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
         Q = w.apply(Q)
     idx = vector_index(lib, s)
     D, I = idx.search(Q, min(k, max(1, len(idx))))
-    labels = lib.labels(s.model)
-    from .people import person_of_items
-
-    persons = person_of_items(lib, s.model)
     assigned = _assign(lib, s.model, Q)
     all_ids = sorted({int(i) for i in I.ravel() if i >= 0})
     items = {it.id: it for it in lib.items(s.model, ids=all_ids)}
+    # Only the hits' labels and people are read: this runs on every search.
+    from .people import person_of_cluster, persons_of
+
+    labels = lib.labels(s.model, ids=all_ids)
+    persons = persons_of(lib, all_ids)
+    clustering = lib.clustering(s.model)
     results = []
     for qi, r in enumerate(regions):
         hits = []
@@ -129,35 +131,23 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
             if i < 0 or it is None:
                 continue
             lab = labels.get(it.id)
-            p = persons.get(it.id)
+            p = persons.get(it.id)  # (person id, name)
             hits.append(Hit(item_id=it.id, path=it.path, box=it.box, distance=float(d),
                             similarity=float(1.0 - d * d / 2.0),
                             cluster=None if lab is None or lab == NOISE else int(lab),
-                            person=p.name if p else None, person_id=p.id if p else None))
+                            person=p[1] if p else None, person_id=p[0] if p else None))
         a = assigned[qi]
         box = None
         if r.box is not None:
             scale = img.scale or 1.0
             box = tuple(int(round(v / scale)) for v in r.box)
-        person = _person_of_cluster(a.cluster, labels, persons)
+        person = (person_of_cluster(lib, clustering.id, a.cluster)
+                  if clustering is not None else None)
         results.append(QueryResult(query=qname, region=type(r)(box=box, score=r.score),
                                    cluster=a.cluster, confidence=a.confidence, hits=hits,
-                                   person=person.name if person else None,
-                                   person_id=person.id if person else None))
+                                   person=person[1] if person else None,
+                                   person_id=person[0] if person else None))
     return results
-
-
-def _person_of_cluster(cluster, labels: dict, persons: dict):
-    """The person most of a cluster's items belong to (None for no cluster / no people)."""
-    if cluster is None:
-        return None
-    from collections import Counter
-
-    votes = Counter(persons[i].id for i, lab in labels.items() if lab == cluster and i in persons)
-    if not votes:
-        return None
-    pid = votes.most_common(1)[0][0]
-    return next(p for p in persons.values() if p.id == pid)
 
 
 def _assign(lib: "Library", model: str, Q: np.ndarray) -> list[Assignment]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import warnings
 from dataclasses import fields, replace
 from importlib.metadata import PackageNotFoundError, version as package_version
@@ -34,7 +33,7 @@ from ..detect.bodies import BACKENDS, BodyDetector
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import cached_onnx_path, file_sha256, load_or_export
+from .onnx_session import LazySession, cached_onnx_path, file_sha256, load_or_export
 from .registry import register
 
 if TYPE_CHECKING:
@@ -164,8 +163,7 @@ class BodyEmbedder:
         self.weights_sha256 = file_sha256(self.weights)
         self.version = (f"r{REVISION}-mnv2e{LAYER}s{STRIPES}-hsv{COLOR_STRIPES}x{COLOR_BINS}w{COLOR_WEIGHT}"
                         f"{'-flip' if flip else ''}-w{self.weights_sha256[:12]}")
-        self._session: onnxruntime.InferenceSession | None = None
-        self._lock = threading.Lock()
+        self._session = LazySession(self._load)
 
     @property
     def onnx_path(self) -> Path:
@@ -246,11 +244,7 @@ class BodyEmbedder:
         self.detector.load()
 
     def _get_session(self) -> "onnxruntime.InferenceSession":
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._load()
-        return self._session
+        return self._session.get()
 
     def _load(self) -> "onnxruntime.InferenceSession":
         log.info("loading the body model from %s (exported from %s)", self.onnx_path, self.weights)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import threading
 import warnings
 from dataclasses import fields, replace
 from importlib.metadata import PackageNotFoundError, version as package_version
@@ -22,7 +21,7 @@ from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import cached_onnx_path, file_sha256, load_or_export
+from .onnx_session import LazySession, cached_onnx_path, file_sha256, load_or_export
 from .registry import register
 
 if TYPE_CHECKING:
@@ -111,8 +110,7 @@ class MobileNetV2Embedder:
         self.weights = weights_path()
         self.weights_sha256 = file_sha256(self.weights)
         self.version = f"r{REVISION}-onnx-w{self.weights_sha256[:12]}"
-        self._session: onnxruntime.InferenceSession | None = None
-        self._lock = threading.Lock()
+        self._session = LazySession(self._load)
 
     @property
     def onnx_path(self) -> Path:
@@ -187,11 +185,7 @@ class MobileNetV2Embedder:
         self._get_session()
 
     def _get_session(self) -> "onnxruntime.InferenceSession":
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._load()
-        return self._session
+        return self._session.get()
 
     def _load(self) -> "onnxruntime.InferenceSession":
         log.info("loading mobilenetv2 from %s (exported from %s)", self.onnx_path, self.weights)

@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import os
-import threading
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -32,7 +31,7 @@ from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import file_sha256, make_session
+from .onnx_session import LazySession, file_sha256, make_session
 from .registry import register
 
 if TYPE_CHECKING:
@@ -110,8 +109,7 @@ class OnnxEmbedder:
         self.detector_name = str(opts.get("detector", "auto"))
         self.sha256 = file_sha256(self.path)
         self.name = f"onnx:{self.path.name}"
-        self._session: Optional["onnxruntime.InferenceSession"] = None
-        self._lock = threading.Lock()
+        self._session = LazySession(self._open)
         self._dim: Optional[int] = None
         self._regions_fn: Any = None
         self._input_name = ""
@@ -164,11 +162,7 @@ class OnnxEmbedder:
         self._get_session()
 
     def _get_session(self) -> "onnxruntime.InferenceSession":
-        if self._session is None:
-            with self._lock:
-                if self._session is None:
-                    self._session = self._open()
-        return self._session
+        return self._session.get()
 
     def _open(self) -> "onnxruntime.InferenceSession":
         session = make_session(self.path, self.settings.threads)

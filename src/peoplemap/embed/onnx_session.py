@@ -130,3 +130,19 @@ def load_or_export(path: Path, export: Callable[[Path], None], threads: int) -> 
         path.unlink(missing_ok=True)
         export_atomic(path, export)
         return make_session(path, threads)
+
+
+class LazySession:
+    """An onnxruntime session made by `load()` on first use: once, even when threads race."""
+
+    def __init__(self, load: Callable[[], "onnxruntime.InferenceSession"]):
+        self._load = load
+        self._session: "onnxruntime.InferenceSession | None" = None
+        self._lock = threading.Lock()
+
+    def get(self) -> "onnxruntime.InferenceSession":
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    self._session = self._load()
+        return self._session
