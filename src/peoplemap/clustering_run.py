@@ -41,8 +41,7 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
     order = uniq[np.lexsort((uniq, -counts))]
     label_map = {int(old): new for new, old in enumerate(order)}
     new_labels = np.array([label_map.get(int(v), NOISE) for v in labels], dtype=np.int64)
-    used = {k: v for k, v in _est_params(est).items()}
-    used["min_cluster_size"] = used.get("min_cluster_size", min_cluster_size)
+    used = _est_params(est)
     seconds = time.perf_counter() - t0
     n_noise = int((new_labels == NOISE).sum())
     with lib.catalog.write() as c:
@@ -70,11 +69,8 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
 
 
 def _est_params(est) -> dict:
-    out = {}
-    for k, v in getattr(est, "params_", {}).items() if hasattr(est, "params_") else []:
-        if isinstance(v, (int, float, str, bool)) or v is None:
-            out[k] = v
-    return out
+    """The estimator's resolved parameters that can be stored as JSON."""
+    return {k: v for k, v in est.params_.items() if v is None or isinstance(v, (int, float, str, bool))}
 
 
 def _same_image_groups(lib: "Library", set_id: int, ids: np.ndarray) -> list[list[int]]:
