@@ -128,13 +128,15 @@ def vector_to_blob(v: np.ndarray) -> bytes:
     return np.ascontiguousarray(v, dtype="<f4").tobytes()
 
 
-def blobs_to_matrix(blobs: list[bytes], dim: int) -> np.ndarray:
+def blobs_to_matrix(blobs: list[bytes], dim: int, *, first: int = 0) -> np.ndarray:
+    """Stored float32 vectors as an (n, dim) array; LibraryError naming a damaged one (numbered
+    from `first`)."""
     if not blobs:
         return np.zeros((0, dim), dtype=np.float32)
     bad = next((i for i, b in enumerate(blobs) if len(b) != 4 * dim), None)
     if bad is not None:
-        raise LibraryError(f"the library's vectors are damaged: vector {bad} has {len(blobs[bad])} "
-                           f"bytes, not {4 * dim} ({dim} float32); re-index with --rebuild")
+        raise LibraryError(f"the library's vectors are damaged: vector {first + bad} has "
+                           f"{len(blobs[bad])} bytes, not {4 * dim} ({dim} float32); re-index with --rebuild")
     X = np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), dim)
     return X.astype(np.float32, copy=True)
 

@@ -227,6 +227,11 @@ class Library:
                 if getattr(embedder, "collection_whitening", False) and (
                         summary.items_added or summary.removed or self.whitening(embedder.name) is None):
                     self.refit_whitening(embedder.name)
+                if summary.items_added:
+                    from .clustering_run import assign_new_items
+
+                    summary.assignment = assign_new_items(self, self.vector_set(embedder.name),
+                                                          progress=progress)
             except BaseException as e:
                 self.catalog.finish_run(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
@@ -273,23 +278,49 @@ class Library:
             c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (s.id,))
 
     # -- reading -------------------------------------------------------------------------------
-    def vectors(self, model: str | None = None, *, raw: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def vectors(self, model: str | None = None, *, raw: bool = False,
+                ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(item ids int64 (n,), vectors float32 (n, d)) of a vector set, in item id order.
-        Sets with a collection whitening return whitened vectors unless raw=True."""
+        ids: only these items (those that exist). Sets with a collection whitening return whitened
+        vectors unless raw=True. Rows stream from SQLite into one preallocated array, so reading a
+        million vectors needs little more memory than the result itself."""
         s = self.vector_set(model)
-        ids: list[int] = []
-        blobs: list[bytes] = []
-        cur = self.catalog.conn().execute(
-            "SELECT i.id, v.vector FROM items i JOIN vectors v ON v.item_id = i.id "
-            "WHERE i.set_id = ? ORDER BY i.id", (s.id,))
-        for item_id, blob in cur:
-            ids.append(item_id)
-            blobs.append(blob)
-        X = blobs_to_matrix(blobs, s.dim)
+        conn = self.catalog.conn()
+        own = not conn.in_transaction
+        if own:
+            conn.execute("BEGIN")  # one snapshot for the count and the rows
+        try:
+            if ids is None:
+                where, chunks = "", [()]
+            else:
+                wanted = sorted({int(i) for i in ids})
+                chunks = [tuple(wanted[k:k + 500]) for k in range(0, len(wanted), 500)]
+                where = "AND i.id IN ({})"
+            n = 0
+            for ch in chunks:
+                n += conn.execute(
+                    "SELECT COUNT(*) FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.set_id = ? "
+                    + where.format(",".join("?" * len(ch))), (s.id, *ch)).fetchone()[0]
+            out_ids = np.empty(n, dtype=np.int64)
+            X = np.empty((n, s.dim), dtype=np.float32)
+            k = 0
+            for ch in chunks:
+                cur = conn.execute(
+                    "SELECT i.id, v.vector FROM items i JOIN vectors v ON v.item_id = i.id "
+                    "WHERE i.set_id = ? " + where.format(",".join("?" * len(ch))) + " ORDER BY i.id",
+                    (s.id, *ch))
+                while rows := cur.fetchmany(8192):
+                    m = len(rows)
+                    out_ids[k:k + m] = [r[0] for r in rows]
+                    X[k:k + m] = blobs_to_matrix([r[1] for r in rows], s.dim, first=k)
+                    k += m
+        finally:
+            if own:
+                conn.execute("COMMIT")
         w = None if raw else self.whitening(s.model)
         if w is not None and len(X):
             X = w.apply(X)
-        return np.asarray(ids, dtype=np.int64), X
+        return out_ids, X
 
     def items(self, model: str | None = None, ids: Sequence[int] | None = None) -> list[Item]:
         """Items of a vector set (or the given item ids), in id order."""
@@ -378,6 +409,15 @@ class Library:
         with self._lock:
             self._cluster_models.pop(s.id, None)
         return summary
+
+    def assign_new(self, model: str | None = None, *, progress: ProgressCallback = no_progress):
+        """Place items indexed since the last clustering with the existing clusters and people, without
+        re-clustering (`index` does this itself); returns an AssignSummary."""
+        from .clustering_run import assign_new_items
+
+        s = self.vector_set(model)
+        with self.writing(f"peoplemap assign --model {s.model}"):
+            return assign_new_items(self, s, progress=progress)
 
     def clustering(self, model: str | None = None) -> Optional[Clustering]:
         s = self.vector_set(model)

@@ -55,16 +55,22 @@ def sync_after_clustering(c: sqlite3.Connection, set_id: int, labels: dict[int, 
     c.execute("DELETE FROM person_items WHERE pinned = 0 AND person_id IN "
               "(SELECT id FROM people WHERE set_id = ?)", (set_id,))
     now = time.time()
+    # New people get ids above every existing one, in one batch (a million items make ~10^5 people).
+    next_id = (c.execute("SELECT MAX(id) FROM people").fetchone()[0] or 0) + 1
+    new_people: list[tuple[int, int, float]] = []
+    rows: list[tuple[int, int]] = []
     for label in sorted(clusters):
         members = clusters[label]
         votes = Counter(old[i][0] for i in members if i in old)
         if votes:
             person_id = votes.most_common(1)[0][0]
         else:
-            person_id = c.execute("INSERT INTO people(set_id, created_at) VALUES (?, ?)",
-                                  (set_id, now)).lastrowid
-        c.executemany("INSERT INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 0)",
-                      [(i, person_id) for i in members])
+            person_id = next_id
+            next_id += 1
+            new_people.append((person_id, set_id, now))
+        rows.extend((i, person_id) for i in members)
+    c.executemany("INSERT INTO people(id, set_id, created_at) VALUES (?, ?, ?)", new_people)
+    c.executemany("INSERT INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 0)", rows)
     _drop_empty(c, set_id)
 
 
