@@ -139,11 +139,17 @@ def test_index_rebuilt_when_stale(library, photos):
     other.close()
 
 
-def test_clustering_marked_stale_after_new_images(library, photos):
+def test_new_images_are_placed_and_removals_mark_the_clustering_stale(library, photos):
     library.index(photos, model="fake")
     library.cluster(model="fake")
     assert library.clustering("fake").stale is False
     make_person_images(photos / "more", n_people=1, per_person=2, seed=3)
+    s = library.index(photos, model="fake")
+    # new items get a label at once (placed with a cluster or unsorted), so nothing is stale
+    assert s.assignment.new_items == 2
+    assert library.clustering("fake").stale is False
+    assert len(library.labels("fake")) == len(library.items("fake"))
+    next(photos.glob("person0/*")).unlink()
     library.index(photos, model="fake")
     assert library.clustering("fake").stale is True
 
@@ -257,3 +263,92 @@ def test_connections_of_finished_threads_are_closed(library, photos):
         t.join()
     library.labels("fake")
     assert len(library.catalog._all) <= 3
+
+
+def test_model_failure_mid_run_keeps_whole_batches_and_resumes(tmp_path, settings, monkeypatch):
+    """The model runs in its own thread, a batch ahead of the writes: when it fails, the error
+    reaches the caller, the library holds only whole batches, and the next run finishes the job."""
+    from dataclasses import replace
+
+    from conftest import FakeEmbedder
+    from peoplemap.errors import ModelError
+
+    photos = tmp_path / "many"
+    make_person_images(photos, n_people=8, per_person=8)  # 64 images, batches of 4
+    calls = {"n": 0}
+    real_embed = FakeEmbedder.embed
+
+    def failing_embed(self, crops):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise ModelError("out of memory on batch 5")
+        return real_embed(self, crops)
+
+    monkeypatch.setattr(FakeEmbedder, "embed", failing_embed)
+    with Library.open(tmp_path / "lib", create=True, settings=replace(settings, batch_size=4)) as lib:
+        with pytest.raises(ModelError, match="batch 5"):
+            lib.index(photos, model="fake")
+        n = lib.catalog.one("SELECT COUNT(*) FROM processed")[0]
+        assert n % 4 == 0 and 0 < n <= 16  # batches 1-4 at most; nothing of batch 5
+        assert lib.catalog.one("SELECT COUNT(*) FROM items")[0] == n
+        monkeypatch.setattr(FakeEmbedder, "embed", real_embed)
+        s = lib.index(photos, model="fake")
+        assert (s.unchanged, s.new, s.items_added) == (n, 64 - n, 64 - n)
+
+
+def test_model_runs_in_its_own_thread_on_preprocessed_batches(tmp_path, settings):
+    """A model with preprocess/embed_preprocessed is preprocessed in the indexing thread and run in
+    the model thread; the vectors are those of embed()."""
+    import threading
+
+    from conftest import FakeEmbedder
+    from peoplemap.embed.registry import register
+
+    threads: dict[str, set] = {"preprocess": set(), "run": set()}
+
+    class TwoPhase(FakeEmbedder):
+        name = "fake-two-phase"
+
+        def preprocess(self, crops):
+            threads["preprocess"].add(threading.current_thread().name)
+            return list(crops)
+
+        def embed_preprocessed(self, x):
+            threads["run"].add(threading.current_thread().name)
+            return self.embed(x)
+
+    register("fake-two-phase", "test-only: fake with a separate preprocessing step")(TwoPhase)
+    photos = tmp_path / "photos"
+    make_person_images(photos)
+    with Library.open(tmp_path / "lib", create=True, settings=settings) as lib:
+        lib.index(photos, model="fake-two-phase")
+        lib.index(photos, model="fake")
+        a, b = lib.vectors("fake-two-phase")[1], lib.vectors("fake")[1]
+        np.testing.assert_array_equal(a, b)
+    assert threads["preprocess"] == {threading.main_thread().name}
+    assert threads["run"] and all(t.startswith("peoplemap-model") for t in threads["run"])
+
+
+@pytest.mark.slow
+def test_face_worker_processes_match_one_process(tmp_path, settings, caplog):
+    """Face mode spreads files over worker processes (and this process, while they start): same
+    faces, boxes and vectors, in the same order, as one process."""
+    import logging
+    from dataclasses import replace
+
+    from conftest import shared_set
+
+    folder = shared_set("dlib_johns")
+    got = {}
+    for workers in (1, 3):
+        with caplog.at_level(logging.DEBUG, logger="peoplemap.indexing_work"), \
+                Library.open(tmp_path / f"lib{workers}", create=True,
+                             settings=replace(settings, workers=workers)) as lib:
+            s = lib.index(folder, model="face")
+            items = lib.items("face")
+            ids, X = lib.vectors("face")
+            got[workers] = (s.items_added, [(it.path, it.box) for it in items], X)
+    assert got[1][0] == got[3][0] >= 55
+    assert got[1][1] == got[3][1]
+    np.testing.assert_allclose(got[1][2], got[3][2], atol=1e-5)
+    assert any("all 3 worker processes ready" in r.getMessage() for r in caplog.records)

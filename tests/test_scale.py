@@ -167,3 +167,26 @@ def test_new_items_join_existing_people_without_reclustering(library, photos):
     # A full re-cluster regroups everything and keeps the name.
     library.cluster(model="fake", min_cluster_size=3)
     assert library.person("Ada").size == 7
+
+
+def test_search_index_grows_in_place_and_rebuilds_after_removals(library, photos):
+    library.index(photos, model="fake")
+    first = library.index_for("fake")
+    assert len(first) == 20
+    make_person_images(photos / "more", n_people=1, per_person=3, seed=7)
+    library.index(photos, model="fake")
+    grown = library.index_for("fake")
+    assert grown is first and len(grown) == 23  # added to, not rebuilt
+    ids, X = library.vectors("fake")
+    _, hit = grown.search(X[-1], 1)
+    assert hit[0, 0] == ids[-1]
+    # a fresh Library loads the saved, grown index
+    from peoplemap import Library
+
+    other = Library.open(library.path, settings=library.settings)
+    assert sorted(other.index_for("fake").ids()) == sorted(ids.tolist())
+    other.close()
+    next(photos.glob("person0/*")).unlink()
+    library.index(photos, model="fake")
+    rebuilt = library.index_for("fake")
+    assert rebuilt is not first and len(rebuilt) == 22

@@ -16,7 +16,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -174,7 +174,8 @@ class VectorIndex:
         import faiss
 
         path = Path(path)
-        _write_atomic(path, faiss.serialize_index(self._index).tobytes())
+        # Straight to a file: serialising to memory first would hold two extra copies of a big index.
+        _write_atomic(path, lambda tmp: faiss.write_index(self._index, tmp))
         meta = {"format": _FORMAT, "kind": self.kind, "dim": self.dim, "n": len(self), "stamp": self.stamp}
         _write_atomic(_sidecar(path), json.dumps(meta, indent=1).encode("utf-8"))
 
@@ -197,14 +198,14 @@ class VectorIndex:
 
         meta = cls.read_meta(path)
         try:
-            data = np.fromfile(str(path), dtype=np.uint8)
+            size = os.path.getsize(path)
         except OSError as exc:
             raise LibraryError(f"{path}: cannot read index ({exc}); rebuild it") from None
         try:
             # faiss allocates what a header claims before reading it: no vector in the file can be
             # larger than the file, so a damaged or hostile header cannot ask for gigabytes.
-            with _deserialization_limit(max(1, data.size)):
-                index = faiss.deserialize_index(data)  # the concrete type, owning its inner index
+            with _deserialization_limit(max(1, size)):
+                index = faiss.read_index(str(path))  # the concrete type, owning its inner index
         except (RuntimeError, MemoryError) as exc:
             why = (str(exc).splitlines() or [type(exc).__name__])[0]
             raise LibraryError(f"{path}: cannot read index ({why}); rebuild it") from None
@@ -219,13 +220,17 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` through a new temporary file: readers never see half a file,
-    and a pre-existing file or symlink under a fixed temporary name is never written through."""
+def _write_atomic(path: Path, data: "bytes | Callable[[str], None]") -> None:
+    """Replace `path` with `data` (bytes, or a function writing the file it is given) through a new
+    temporary file: readers never see half a file, and a pre-existing file or symlink under a fixed
+    temporary name is never written through."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            if isinstance(data, bytes):
+                f.write(data)
+        if not isinstance(data, bytes):
+            data(tmp)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
