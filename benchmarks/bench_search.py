@@ -25,11 +25,15 @@ DEFAULT_NS = (10_000, 100_000, 1_000_000)
 K = 10
 
 
-def child(kind: str, n: int, n_queries: int, latency_s: float, seed: int) -> None:
+def child(kind: str, n: int, n_queries: int, latency_s: float, seed: int,
+          ef_sweep: tuple[int, ...] = (), hnsw: tuple[int, int] | None = None) -> None:
     import faiss
     import numpy as np
 
     from peoplemap import search as S
+
+    if hnsw:  # try other build parameters than the library's
+        S.HNSW_M, S.HNSW_EF_CONSTRUCTION = hnsw
 
     X, _ = make_embeddings(n, seed=seed)
     ids = np.arange(n, dtype=np.int64)
@@ -67,6 +71,20 @@ def child(kind: str, n: int, n_queries: int, latency_s: float, seed: int) -> Non
     if kind == "hnsw":
         hit = sum(len(set(g.tolist()) & set(t.tolist())) for g, t in zip(got, gt))
         out["recall_at_10"] = round(hit / (K * n_queries), 4)
+        inner = faiss.downcast_index(idx._index.index)
+        sweep = []
+        for ef in ef_sweep:  # the latency/recall trade-off of efSearch on the same index
+            inner.hnsw.efSearch = ef
+            lat = []
+            for q in Q[:300]:
+                t0 = time.perf_counter()
+                idx.search(q, K)
+                lat.append(time.perf_counter() - t0)
+            _, got = idx.search(Q, K)
+            hit = sum(len(set(g.tolist()) & set(t.tolist())) for g, t in zip(got, gt))
+            sweep.append({"ef_search": ef, "p50_ms": round(float(np.percentile(np.array(lat) * 1000, 50)), 3),
+                          "recall_at_10": round(hit / (K * n_queries), 4)})
+        out["ef_sweep"] = sweep
     out["peak_rss_mb"] = peak_rss_mb()
     print(json.dumps(out))
 
@@ -115,11 +133,17 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=30.0,
                     help="stop the single-query loop after this long (default 30)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ef-sweep", type=int, nargs="*", default=[64, 128, 256, 512],
+                    help="efSearch values to time and score on each HNSW index")
+    ap.add_argument("--hnsw", type=int, nargs=2, metavar=("M", "EF_CONSTRUCTION"),
+                    help="build HNSW with these instead of the library's parameters")
+    ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
     ap.add_argument("--no-results", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), a.queries, a.latency_seconds, a.seed)
+        child(a.child[0], int(a.child[1]), a.queries, a.latency_seconds, a.seed, tuple(a.ef_sweep),
+              tuple(a.hnsw) if a.hnsw else None)
         return
 
     t_start = time.perf_counter()
@@ -127,7 +151,7 @@ def main() -> None:
     stopped: set[str] = set()
     hnsw_rate = None  # build seconds per vector at the largest N built so far
     for n in sorted(a.ns):
-        for kind in ("flat", "hnsw"):
+        for kind in a.kinds:
             left = a.max_seconds - (time.perf_counter() - t_start)
             if kind in stopped:
                 rows.append({"kind": kind, "n": n, "status": "skipped (a smaller N exceeded the budget)"})
@@ -144,7 +168,8 @@ def main() -> None:
                     print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
                     continue
             argv = [sys.executable, __file__, "--child", kind, str(n), "--queries", str(a.queries),
-                    "--latency-seconds", str(a.latency_seconds), "--seed", str(a.seed)]
+                    "--latency-seconds", str(a.latency_seconds), "--seed", str(a.seed),
+                    "--ef-sweep", *map(str, a.ef_sweep)] + (["--hnsw", *map(str, a.hnsw)] if a.hnsw else [])
             res = run_child(argv, budget)
             res.setdefault("kind", kind)
             res.setdefault("n", n)
@@ -167,12 +192,17 @@ def main() -> None:
     print_json(data)
     if not a.no_results:
         cmd = (f".venv/bin/python benchmarks/bench_search.py --budget {a.budget:g} "
-               f"--max-seconds {a.max_seconds:g} --latency-seconds {a.latency_seconds:g}")
+               f"--max-seconds {a.max_seconds:g} --latency-seconds {a.latency_seconds:g} "
+               f"--ns {' '.join(map(str, a.ns))} --kinds {' '.join(a.kinds)} "
+               f"--ef-sweep {' '.join(map(str, a.ef_sweep))}" + (f" --hnsw {a.hnsw[0]} {a.hnsw[1]}" if a.hnsw else ""))
         table = [{"kind": r["kind"], "N": r["n"], "status": r.get("status"), "build_s": r.get("build_s"),
                   "est_build_s": r.get("estimated_build_s"), "index_mem_mb": r.get("index_mem_mb"),
                   "p50_ms": r.get("latency_p50_ms"), "p99_ms": r.get("latency_p99_ms"),
                   "lat_queries": r.get("latency_queries"), "batch_qps": r.get("batch_qps"),
-                  "recall@10": r.get("recall_at_10"), "peak_rss_mb": r.get("peak_rss_mb")} for r in rows]
+                  "recall@10": r.get("recall_at_10"), "peak_rss_mb": r.get("peak_rss_mb"),
+                  "efSearch: p50 ms / recall@10": "; ".join(
+                      f"{e['ef_search']}: {e['p50_ms']} / {e['recall_at_10']}" for e in r.get("ef_sweep", []))}
+                 for r in rows]
         notes = ("Generated identity embeddings (`make_embeddings.py`), one subprocess per (kind, N). "
                  "Latency: one `VectorIndex.search(q, 10)` call per query (input checks included). "
                  "index_mem_mb = RSS growth over `build` (flat copies the vectors; hnsw adds its graph). "

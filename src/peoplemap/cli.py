@@ -107,6 +107,11 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, as
     click.echo(f"Indexed {s.folder} with {s.model} in {s.seconds:.1f}s: {s.files_seen} files, "
                f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.removed} removed; "
                f"{s.items_added} items added" + (f" ({s.reused} reused identical images)" if s.reused else ""))
+    a = getattr(s, "assignment", None)
+    if a is not None and a.new_items:
+        click.echo(f"Placed {a.assigned} of {a.new_items} new items with existing people in "
+                   f"{a.seconds:.1f}s ({a.unsorted} unsorted); `peoplemap cluster` regroups everything "
+                   "and keeps names.")
     if s.images_without_items:
         kind = lib.vector_set(s.model).item_kind
         empty = lib.images_without_items(s.model)
