@@ -141,13 +141,15 @@ def cluster_controls(lib: "Library", model: Optional[str], key: str) -> None:
         st.success(cluster_summary_text(s))
 
 
-def pager(label: str, n: int, per_page: int, key: str) -> tuple[int, int]:
-    """A page picker when n things take more than one page; returns the [start, stop) shown."""
+def pager(label: str, n: int, per_page: int, key: str, what: str = "") -> tuple[int, int]:
+    """A page picker when n things take more than one page; returns the [start, stop) shown.
+    what: a word put before the numbers of each choice ("clusters 11–20")."""
     n_pages = max(1, math.ceil(n / per_page))
     page_no = 1
+    prefix = f"{what} " if what else ""
     if n_pages > 1:
         page_no = st.selectbox(label, range(1, n_pages + 1), key=key, format_func=lambda p: (
-            f"{p} of {n_pages}: {(p - 1) * per_page + 1}–{min(p * per_page, n)}"))
+            f"{p} of {n_pages}: {prefix}{(p - 1) * per_page + 1}–{min(p * per_page, n)}"))
     start = (page_no - 1) * per_page
     return start, min(n, start + per_page)
 

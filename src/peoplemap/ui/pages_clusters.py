@@ -2,9 +2,8 @@
 Each cluster shows the person most of its items belong to (a name, or "person N")."""
 from __future__ import annotations
 
-import math
 import os
-from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -14,7 +13,7 @@ from ..types import NOISE
 from . import common, thumbs
 
 if TYPE_CHECKING:
-    from ..library import ClusterInfo, Library
+    from ..library import Library
 
 CLUSTERS_PER_PAGE = 10
 MAX_THUMBS = 60
@@ -25,45 +24,92 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 NOISE_COLOUR = "#b8b8b8"
 LEGEND_CLUSTERS = 20
 """Up to this many clusters get a legend entry each; more are drawn as one trace without one."""
+MAP_NAMED_CLUSTERS = 500
+"""The map's hover text names the person of each cluster while the sample holds at most this many
+clusters (one query each); beyond that it says "cluster N" and the galleries give the names."""
+
+
+@dataclass(frozen=True)
+class _Groups:
+    """The current clustering as arrays: cluster c (largest first) holds item ids
+    members[starts[c]:starts[c] + sizes[c]] in id order; unsorted holds the rest, in id order."""
+
+    ids: np.ndarray
+    sizes: np.ndarray
+    starts: np.ndarray
+    members: np.ndarray
+    unsorted: np.ndarray
+
+    def items_of(self, k: int, limit: int) -> list[int]:
+        start = int(self.starts[k])
+        return self.members[start:start + min(limit, int(self.sizes[k]))].tolist()
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _groups(lib_path: str, model: str, clustering_id: int, generation: int) -> _Groups:
+    """One read of the labels, grouped with numpy; what lib.clusters() and lib.unsorted() return,
+    without building a list per cluster. clustering_id and generation are the cache key: labels
+    change only with a new clustering or when items go (which bumps the generation)."""
+    lib = common.get_library(lib_path)
+    labels = lib.labels(model)
+    item = np.fromiter(labels.keys(), dtype=np.int64, count=len(labels))
+    label = np.fromiter(labels.values(), dtype=np.int64, count=len(labels))
+    noise = label == NOISE
+    unsorted = np.sort(item[noise])
+    item, label = item[~noise], label[~noise]
+    ids, inverse, sizes = np.unique(label, return_inverse=True, return_counts=True)
+    order = np.lexsort((ids, -sizes))  # largest first, then by cluster id, as lib.clusters()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    members = item[np.lexsort((item, rank[inverse]))]  # by cluster rank, then by item id
+    sizes = sizes[order].astype(np.int64)
+    starts = (np.cumsum(sizes) - sizes).astype(np.int64)
+    return _Groups(ids=ids[order].astype(np.int64), sizes=sizes, starts=starts, members=members,
+                   unsorted=unsorted)
+
+
+def _sample_vectors(lib: "Library", model: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(item ids, vectors) of a random sample of at most n items of a vector set, reading only those
+    vectors (whitened like lib.vectors()). The map must not load 100k+ vectors to draw 5000."""
+    s = lib.vector_set(model)
+    ids = np.asarray([i for (i,) in lib.catalog.query(
+        "SELECT id FROM items WHERE set_id = ? ORDER BY id", (s.id,))], dtype=np.int64)
+    if len(ids) > n:
+        ids = np.sort(np.random.default_rng(0).choice(ids, n, replace=False))
+    return lib.vectors(model, ids=ids.tolist())
 
 
 @st.cache_data(max_entries=8, show_spinner="Computing the map…")
 def _map_points(lib_path: str, model: str, clustering_id: int, generation: int) -> dict:
-    """2-D PCA of (a sample of) the vectors with each point's cluster and file name.
+    """2-D PCA of a sample of at most MAP_POINTS vectors with each point's cluster and file name.
     clustering_id and generation are part of the cache key: a new run or new vectors redraw."""
     lib = common.get_library(lib_path)
-    ids, X = lib.vectors(model)
-    if len(ids) > MAP_POINTS:
-        pick = np.sort(np.random.default_rng(0).choice(len(ids), MAP_POINTS, replace=False))
-        ids, X = ids[pick], X[pick]
-    X = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)
+    ids, X = _sample_vectors(lib, model, MAP_POINTS)
     if len(ids) >= 2:
+        X = X.astype(np.float64) - X.mean(axis=0, dtype=np.float64)
         _u, _s, vt = np.linalg.svd(X, full_matrices=False)
         xy = X @ vt[:2].T
         if xy.shape[1] < 2:
             xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
     else:
         xy = np.zeros((len(ids), 2))
-    labels = lib.labels(model)
+    labels = lib.labels(model, ids=ids.tolist())
     paths = {it.id: it.path for it in lib.items(model, ids=ids.tolist())}
     return {
-        "x": xy[:, 0].tolist(), "y": xy[:, 1].tolist(),
-        "label": [int(labels.get(int(i), NOISE)) for i in ids],
-        "name": [os.path.basename(paths.get(int(i), "?")) for i in ids],
+        "x": xy[:, 0], "y": xy[:, 1],
+        "label": np.asarray([labels.get(int(i), NOISE) for i in ids], dtype=np.int64),
+        "name": np.asarray([os.path.basename(paths.get(int(i), "?")) for i in ids], dtype=object),
         "sampled": len(ids),
     }
 
 
-def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int,
-         names: dict[int, str]) -> None:
+def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int) -> None:
     import plotly.graph_objects as go
 
     pts = _map_points(str(lib.path), model, clustering_id, generation)
-    if not pts["x"]:
+    if not pts["sampled"]:
         return
-    x, y = np.asarray(pts["x"]), np.asarray(pts["y"])
-    label = np.asarray(pts["label"])
-    name = np.asarray(pts["name"], dtype=object)
+    x, y, label, name = pts["x"], pts["y"], pts["label"], pts["name"]
     fig = go.Figure()
     noise = label == NOISE
     if noise.any():
@@ -72,6 +118,9 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
             marker=dict(color=NOISE_COLOUR, size=6), text=name[noise],
             hovertemplate="unsorted<br>%{text}<extra></extra>"))
     clustered = np.unique(label[~noise])
+    # Person names for the hover text, one small query per cluster: only while there are few.
+    names = _person_labels(lib, clustering_id, clustered.tolist()) \
+        if len(clustered) <= MAP_NAMED_CLUSTERS else {}
     if 0 < len(clustered) <= LEGEND_CLUSTERS:
         for v in clustered:  # one trace per cluster: a legend that names them
             m = label == v
@@ -82,11 +131,16 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
                 hovertemplate=f"{title}<br>%{{text}}<extra></extra>"))
     elif len(clustered):
         lab = label[~noise]
+        # Colours as numbers on a stepped scale: plotly validates a list of 5000 colour strings
+        # one by one (0.1-0.2 s a page run here), an array of numbers at once (~0.01 s).
+        n = len(PALETTE)
+        scale = [[(i + j) / n, c] for i, c in enumerate(PALETTE) for j in (0, 1)]
+        text = np.asarray([f"{_html(_cluster_title(int(v), names))}<br>{f}"
+                           for v, f in zip(lab, name[~noise])], dtype=object)
         fig.add_trace(go.Scattergl(
             x=x[~noise], y=y[~noise], mode="markers", name="clusters", showlegend=False,
-            marker=dict(color=[PALETTE[int(v) % len(PALETTE)] for v in lab], size=7),
-            text=[f"{_html(_cluster_title(int(v), names))}<br>{n}" for v, n in zip(lab, name[~noise])],
-            hovertemplate="%{text}<extra></extra>"))
+            marker=dict(color=(lab % n) + 0.5, colorscale=scale, cmin=0, cmax=n, size=7),
+            text=text, hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(title="", itemsizing="constant"),
                       xaxis=dict(title="PC 1", showticklabels=False),
@@ -109,25 +163,27 @@ def _html(text: str) -> str:
     return html.escape(text).replace("%", "&#37;")
 
 
-def _person_labels(lib: "Library", model: str, clusters: list["ClusterInfo"]) -> dict[int, str]:
-    """cluster id -> label of the person most of its items belong to (one query for all people)."""
-    person_of = {i: p for p in lib.people(model, include_hidden=True) for i in p.item_ids}
+def _person_labels(lib: "Library", clustering_id: int, clusters: list[int]) -> dict[int, str]:
+    """cluster id -> label of the person most of its items belong to (a name, or "person N"), for
+    the given clusters only: one indexed query each, so the cost follows what is on screen, not
+    the size of the library."""
+    from ..people import person_of_cluster
+
     out = {}
-    for ci in clusters:
-        votes = Counter(person_of[i].id for i in ci.item_ids if i in person_of)
-        if votes:
-            pid = votes.most_common(1)[0][0]
-            out[ci.id] = next(person_of[i].label for i in ci.item_ids
-                              if i in person_of and person_of[i].id == pid)
+    for c in clusters:
+        p = person_of_cluster(lib, clustering_id, int(c))
+        if p is not None:
+            out[int(c)] = p[1] or f"person {p[0]}"
     return out
 
 
-def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int]) -> None:
+def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int],
+                     size: int) -> None:
+    """A gallery of the first MAX_THUMBS item_ids of a group of `size` items; the rest counted."""
     st.subheader(title, anchor=False)
-    shown = item_ids[:MAX_THUMBS]
-    thumbs.gallery(lib, lib.items(model, ids=shown))
-    if len(item_ids) > len(shown):
-        st.caption(f"… and {len(item_ids) - len(shown)} more.")
+    thumbs.gallery(lib, lib.items(model, ids=item_ids[:MAX_THUMBS]))
+    if size > MAX_THUMBS:
+        st.caption(f"… and {size - MAX_THUMBS} more.")
 
 
 def page() -> None:
@@ -144,14 +200,14 @@ def page() -> None:
         common.cluster_controls(lib, model, key="clusters")
         return
 
-    clusters = lib.clusters(model)
-    unsorted = lib.unsorted(model)
-    names = _person_labels(lib, model, clusters)
-    n_items = sum(ci.size for ci in clusters) + len(unsorted)
+    generation = lib.vector_set(model).generation
+    g = _groups(str(lib.path), model, c.id, generation)
+    n_clusters, n_unsorted = len(g.ids), len(g.unsorted)
+    n_items = int(g.sizes.sum()) + n_unsorted
     a, b, d = st.columns(3)
     a.metric("Items", n_items)
-    b.metric("Clusters", len(clusters))
-    d.metric("Unsorted", len(unsorted))
+    b.metric("Clusters", n_clusters)
+    d.metric("Unsorted", n_unsorted)
     if c.stale:
         st.warning("Items were added or removed since this clustering ran; cluster again to "
                    "include them.")
@@ -159,30 +215,26 @@ def page() -> None:
         common.cluster_controls(lib, model, key="clusters")
 
     st.subheader("Map")
-    set_info = next(s for s in lib.vector_sets() if s.model == model)
-    _map(lib, model, c.id, set_info.generation, n_items, names)
+    _map(lib, model, c.id, generation, n_items)
 
-    if clusters:
-        n_pages = math.ceil(len(clusters) / CLUSTERS_PER_PAGE)
-        page_no = 1
-        if n_pages > 1:
-            page_no = st.selectbox(
-                "Clusters page", range(1, n_pages + 1), key="clusters_page",
-                format_func=lambda p: (f"{p} of {n_pages}: clusters {(p - 1) * CLUSTERS_PER_PAGE + 1}"
-                                       f"–{min(p * CLUSTERS_PER_PAGE, len(clusters))}"))
-        start = (page_no - 1) * CLUSTERS_PER_PAGE
-        for ci in clusters[start:start + CLUSTERS_PER_PAGE]:
-            person = names.get(ci.id)
-            title = f"Cluster {ci.id} · {ci.size} items"
+    if n_clusters:
+        start, stop = common.pager("Clusters page", n_clusters, CLUSTERS_PER_PAGE,
+                                   key="clusters_page", what="clusters")
+        names = _person_labels(lib, c.id, g.ids[start:stop].tolist())
+        for k in range(start, stop):
+            cid, size = int(g.ids[k]), int(g.sizes[k])
+            person = names.get(cid)
+            title = f"Cluster {cid} · {size} items"
             if person:
                 title += f" · {common.md_escape(person)}"
-            _cluster_gallery(lib, model, title, ci.item_ids)
+            _cluster_gallery(lib, model, title, g.items_of(k, MAX_THUMBS), size)
     else:
         st.info("The clustering found no groups: every item is unsorted. Try the other profile, or "
                 "index more photos of each person.")
 
-    if unsorted:
-        _cluster_gallery(lib, model, f"Unsorted · {len(unsorted)} items", unsorted)
+    if n_unsorted:
+        _cluster_gallery(lib, model, f"Unsorted · {n_unsorted} items",
+                         g.unsorted[:MAX_THUMBS].tolist(), n_unsorted)
     else:
         st.subheader("Unsorted")
         st.caption("Every item is in a cluster.")

@@ -2,10 +2,12 @@
 to name, hide, merge, split or forget it.
 
 Fast on big libraries: one query lists the people (lib.people()); items are read and thumbnails built
-only for what is on screen, and thumbnails are kept in the library's thumbnails/ folder.
+only for what is on screen, and thumbnails are kept in the library's thumbnails/ folder. Past
+MERGE_CHOICES people, "Merge into" takes a typed number or name instead of listing everyone.
 """
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Callable, Optional
 
 import streamlit as st
@@ -22,6 +24,9 @@ GRID_COLUMNS = 6
 TILE = 128
 ITEMS_PER_PAGE = 48
 ITEM_COLUMNS = 8
+MERGE_CHOICES = 500
+"""Up to this many other people, "Merge into" is a list to pick from; beyond, a field for a
+person's number or name."""
 SELECTED = "people_selected"
 FLASH = "people_flash"
 SPLIT = "people_split"
@@ -62,13 +67,14 @@ def _tile_caption(p: "Person") -> str:
 def _grid(lib: "Library", model: str, people: list["Person"], selected: Optional[int]) -> None:
     start, stop = common.pager("People page", len(people), PEOPLE_PER_PAGE, key="people_page")
     shown = people[start:stop]
-    firsts = {it.id: it for it in lib.items(model, ids=[p.item_ids[0] for p in shown])}
+    firsts = lib.items(model, ids=[p.item_ids[0] for p in shown])
+    tiles = dict(zip((it.id for it in firsts), thumbs.item_thumbnails(lib, firsts, TILE)))
     for row in range(0, len(shown), GRID_COLUMNS):
         for col, p in zip(st.columns(GRID_COLUMNS), shown[row:row + GRID_COLUMNS]):
             with col.container(border=True):
-                first = firsts.get(p.item_ids[0])
-                if first is not None:
-                    st.image(thumbs.item_thumbnail(lib, first, TILE), width=TILE)
+                tile = tiles.get(p.item_ids[0])
+                if tile is not None:
+                    st.image(thumbs.data_uri(tile), width=TILE)
                 st.markdown(_tile_caption(p))
                 st.button("View", key=f"people_open_{p.id}", on_click=_open, args=(p.id,),
                           type="primary" if p.id == selected else "secondary", width="stretch")
@@ -80,10 +86,12 @@ def _items(lib: "Library", model: str, p: "Person") -> set[int]:
     chosen &= set(p.item_ids)
     start, stop = common.pager("Items page", p.size, ITEMS_PER_PAGE, key=f"people_items_{p.id}")
     items = lib.items(model, ids=p.item_ids[start:stop])
+    tiles = thumbs.item_thumbnails(lib, items)
     for row in range(0, len(items), ITEM_COLUMNS):
-        for col, it in zip(st.columns(ITEM_COLUMNS), items[row:row + ITEM_COLUMNS]):
+        for col, it, tile in zip(st.columns(ITEM_COLUMNS), items[row:row + ITEM_COLUMNS],
+                                 tiles[row:row + ITEM_COLUMNS]):
             with col:
-                st.image(thumbs.item_thumbnail(lib, it), width=thumbs.THUMB)
+                st.image(thumbs.data_uri(tile), width=thumbs.THUMB)
                 st.checkbox(f"#{it.id}", value=it.id in chosen, key=f"people_tick_{p.id}_{it.id}",
                             on_change=_tick, args=(p.id, it.id), help=it.path)
     return chosen
@@ -109,14 +117,25 @@ def _merge(lib: "Library", model: str, p: "Person", everyone: list["Person"]) ->
         st.caption("There is nobody else to merge with.")
         return
     with st.form(f"people_merge_form_{p.id}", border=False):
-        by_id = {o.id: o for o in others}
-        target = st.selectbox("Merge into…", list(by_id), key=f"people_merge_{p.id}", index=None,
-                              placeholder="Choose a person",
-                              format_func=lambda i: f"{by_id[i].label} ({by_id[i].size} items)"
-                              + (" · hidden" if by_id[i].hidden else ""),
-                              help=f"Moves every item of {p.label} into the person chosen here.")
+        help_text = f"Moves every item of {p.label} into the person chosen here."
+        target: int | str | None
+        if len(others) <= MERGE_CHOICES:
+            by_id = {o.id: o for o in others}
+            target = st.selectbox(
+                "Merge into…", list(by_id), key=f"people_merge_{p.id}", index=None,
+                placeholder="Choose a person", help=help_text,
+                format_func=lambda i: f"{by_id[i].label} ({by_id[i].size} items)"
+                + (" · hidden" if by_id[i].hidden else ""))
+        else:  # a list of thousands is slow to send and draw on every rerun, and to scroll
+            target = st.text_input(
+                "Merge into…", key=f"people_merge_{p.id}", max_chars=200,
+                placeholder="Person number or name",
+                help=help_text + " Type its number (the N of “person N”) or its name.").strip()
+            unnamed = re.fullmatch(r"person\s+(\d+)", target, flags=re.IGNORECASE)
+            if unnamed:  # the label as shown on its tile
+                target = unnamed.group(1)
         if st.form_submit_button("Merge"):
-            if target is None:
+            if target is None or target == "":
                 st.error("Choose the person to merge into first.")
                 return
 

@@ -1,14 +1,21 @@
 """Thumbnails for the app: small JPEG views of images and items, cached in memory and on disk.
 
 Item tiles are built only when a page shows them and are kept in the library's thumbnails/ folder,
-so a big library's pages open fast the second time, also after a restart.
+so a big library's pages open fast the second time, also after a restart. The memory cache is a
+plain LRU rather than st.cache_data: a page shows hundreds of tiles, and st.cache_data spends
+about a millisecond hashing the arguments of every call.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import math
 import os
 import threading
+import warnings
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -28,6 +35,8 @@ THUMB = 96
 TILE_MARGIN = 2
 THUMB_DIR = "thumbnails"
 """Folder of the library holding cached item thumbnails (Library.forget_derived deletes it)."""
+MEMORY_BYTES = 64 * 2 ** 20
+"""Thumbnails kept in memory (about 20,000 tiles of 96 pixels); the rest are read from disk."""
 
 
 def _placeholder(size: int) -> bytes:
@@ -46,7 +55,8 @@ def _render(path: str, box: Optional[Box], size: int, square: bool) -> Optional[
 
     try:
         # Same decoder as the indexer, so boxes (in EXIF-oriented pixels) land where they were found.
-        _sha, img = read_image(path, min_side=None if box else size, settings=load_settings())
+        min_side = size if box is None else _min_side_for_box(path, box, size)
+        _sha, img = read_image(path, min_side=min_side, settings=load_settings())
     except (ImageError, OSError):
         return None
     pix = img.pixels
@@ -65,35 +75,92 @@ def _render(path: str, box: Optional[Box], size: int, square: bool) -> Optional[
     return buf.getvalue()
 
 
-@st.cache_data(max_entries=20_000, show_spinner=False)
-def _thumbnail(path: str, box: Optional[Box], size: int, square: bool, mtime: float) -> bytes:
-    return _render(path, box, size, square) or _placeholder(size)
+def _min_side_for_box(path: str, box: Box, size: int) -> Optional[int]:
+    """The smallest shorter image side at which the box still spans `size` pixels: a face in a
+    12 MP photo is then cut from a 1/2..1/8-scale draft decode instead of the full image."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # size limits are read_image's to enforce
+            with Image.open(path) as im:  # reads the header only
+                short_side = min(im.size)
+    except Exception:  # whatever is wrong with the file, read_image says it
+        return None
+    need = math.ceil(short_side * size / max(1, min(box[2], box[3])))
+    return None if need >= short_side else need
+
+
+class _Memory:
+    """Thumbnail bytes kept in memory, least recently used dropped first; bounded by total size.
+    Shared by every session of the app (its values are immutable bytes)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self._data: OrderedDict[tuple, bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple) -> Optional[bytes]:
+        with self._lock:
+            data = self._data.get(key)
+            if data is not None:
+                self._data.move_to_end(key)
+            return data
+
+    def put(self, key: tuple, data: bytes) -> None:
+        with self._lock:
+            old = self._data.pop(key, None)
+            self._bytes += len(data) - (len(old) if old is not None else 0)
+            self._data[key] = data
+            while self._bytes > self.max_bytes and len(self._data) > 1:
+                _k, dropped = self._data.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+_memory = _Memory(MEMORY_BYTES)
 
 
 def thumbnail(path: str, box: Optional[Box] = None, size: int = THUMB, square: bool = False) -> bytes:
     """JPEG bytes of a small view of an image (or of its box); grey when the file cannot be read.
-    Cached by (path, box, size, square) and the file's mtime, so an edited file gets a new one."""
+    Cached in memory by (path, box, size, square) and the file's mtime, so an edited file gets a
+    new one."""
     try:
         mtime = os.stat(path).st_mtime
     except OSError:
         return _placeholder(size)
-    return _thumbnail(path, None if box is None else tuple(int(v) for v in box), size, square, mtime)
+    box = None if box is None else tuple(int(v) for v in box)
+    key = ("view", path, box, size, square, mtime)
+    data = _memory.get(key)
+    if data is None:
+        data = _render(path, box, size, square)
+        if data is None:
+            return _placeholder(size)  # not kept: the file may come back
+        _memory.put(key, data)
+    return data
 
 
-@st.cache_data(max_entries=20_000, show_spinner=False)
-def _item_thumbnail(folder: str, item_id: int, path: str, box: Optional[Box], size: int,
-                    mtime: float) -> bytes:
+def _tile_file(folder: Path, item: "Item", size: int, mtime: float) -> Path:
     # The name carries a digest of (path, box, mtime): an item id SQLite reuses, or an edited
     # file, never gets an old picture.
-    tag = hashlib.sha1(repr((path, box, mtime)).encode()).hexdigest()[:10]
-    f = Path(folder) / f"{item_id}-{size}-{tag}.jpg"
-    try:
-        return f.read_bytes()
-    except OSError:
-        pass
-    data = _render(path, box, size, square=True)
+    box = None if item.box is None else tuple(int(v) for v in item.box)
+    tag = hashlib.sha1(repr((item.path, box, mtime)).encode()).hexdigest()[:10]
+    return folder / f"{item.id}-{size}-{tag}.jpg"
+
+
+def _build_tile(item: "Item", size: int, f: Path) -> Optional[bytes]:
+    """Render an item's tile and keep it on disk; None when the image cannot be read."""
+    data = _render(item.path, item.box, size, square=True)
     if data is None:
-        return _placeholder(size)  # not written: the file may come back
+        return None
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f".{f.name}.{os.getpid()}-{threading.get_ident()}.tmp")
@@ -104,15 +171,55 @@ def _item_thumbnail(folder: str, item_id: int, path: str, box: Optional[Box], si
     return data
 
 
-def item_thumbnail(lib: "Library", item: "Item", size: int = THUMB) -> bytes:
-    """Square JPEG tile of an item (its box cropped from the original), built once: cached in memory
-    and in the library's thumbnails/ folder as ITEM-SIZE-DIGEST.jpg."""
-    try:
-        mtime = os.stat(item.path).st_mtime
-    except OSError:
-        return _placeholder(size)
-    box = None if item.box is None else tuple(int(v) for v in item.box)
-    return _item_thumbnail(str(lib.path / THUMB_DIR), item.id, item.path, box, size, mtime)
+def item_thumbnails(lib: "Library", items: Sequence["Item"], size: int = THUMB) -> list[bytes]:
+    """Square JPEG tiles of items (each box cropped from its original), built once: kept in memory
+    and in the library's thumbnails/ folder as ITEM-SIZE-DIGEST.jpg. The missing ones are rendered
+    in parallel (decoding releases the GIL): a page of new tiles costs a decode per core, not per
+    tile."""
+    folder = lib.path / THUMB_DIR
+    out: list[Optional[bytes]] = [None] * len(items)
+    todo: list[tuple[int, tuple, Path]] = []
+    for n, it in enumerate(items):
+        try:
+            mtime = os.stat(it.path).st_mtime
+        except OSError:
+            out[n] = _placeholder(size)
+            continue
+        f = _tile_file(folder, it, size, mtime)
+        key = ("tile", str(f))
+        data = _memory.get(key)
+        if data is None:
+            try:
+                data = f.read_bytes()
+            except OSError:
+                data = b""
+            if not data:
+                todo.append((n, key, f))
+                continue
+            _memory.put(key, data)
+        out[n] = data
+    if todo:
+        workers = min(len(todo), os.cpu_count() or 1)
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="peoplemap-thumbs") as pool:
+                built = list(pool.map(lambda t: _build_tile(items[t[0]], size, t[2]), todo))
+        else:
+            built = [_build_tile(items[n], size, f) for n, _key, f in todo]
+        for (n, key, _f), data in zip(todo, built):
+            if data is None:
+                out[n] = _placeholder(size)  # not kept: the file may come back
+            else:
+                _memory.put(key, data)
+                out[n] = data
+    return [d if d is not None else _placeholder(size) for d in out]
+
+
+def data_uri(image: bytes) -> str:
+    """A JPEG or PNG as a data: URI for st.image. The page then carries the pixels itself: no
+    Pillow re-opening of every image by st.image and no HTTP request per tile, which is what
+    slowed down pages of hundreds of tiles."""
+    kind = "jpeg" if image[:2] == b"\xff\xd8" else "png"
+    return f"data:image/{kind};base64," + base64.b64encode(image).decode("ascii")
 
 
 def forget_thumbnails(lib: "Library", item_ids: Sequence[int]) -> None:
@@ -126,14 +233,13 @@ def forget_thumbnails(lib: "Library", item_ids: Sequence[int]) -> None:
     for name in names:
         if name.split("-", 1)[0].lstrip(".") in gone:
             (folder / name).unlink(missing_ok=True)
-    _item_thumbnail.clear()
-    _thumbnail.clear()
+    _memory.clear()
 
 
 def gallery(lib: "Library", items: Sequence["Item"], size: int = THUMB, captions: bool = True) -> None:
     """Thumbnails of items in rows, captioned with the file name."""
     if not items:
         return
-    images = [item_thumbnail(lib, it, size) for it in items]
+    images = [data_uri(d) for d in item_thumbnails(lib, items, size)]
     caps = [md_escape(short(os.path.basename(it.path))) for it in items] if captions else None
     st.image(images, caption=caps, width=size)
