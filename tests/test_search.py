@@ -81,30 +81,43 @@ def test_k_larger_than_n_pads_with_minus_one():
     assert (I == -1).all() and np.isinf(D).all() and len(empty) == 0
 
 
-def test_hnsw_recall_at_10():
+@pytest.mark.parametrize("kind", ["pq", "hnsw"])
+def test_approximate_recall_at_10(kind):
     rng = np.random.default_rng(3)
     X = clustered(rng, 20_000, 64, n_centres=200, spread=0.6)
     ids = 1000 + 7 * np.arange(len(X), dtype=np.int64)
     Q = clustered(rng, 200, 64, n_centres=200, spread=0.6)
     exact = VectorIndex.build(X, ids, kind="flat")
-    approx = VectorIndex.build(X, ids, kind="hnsw")
-    assert approx.kind == "hnsw"
-    _, I_ref = exact.search(Q, 10)
+    approx = VectorIndex.build(X, ids, kind=kind)
+    assert approx.kind == kind
+    D_ref, I_ref = exact.search(Q, 10)
     D, I = approx.search(Q, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(I_ref.tolist(), I.tolist())])
     assert recall >= 0.95, recall
     assert (I >= 1000).all() and ((I - 1000) % 7 == 0).all()
+    if kind == "pq":  # candidates are re-ranked with exact distances
+        same = I == I_ref
+        np.testing.assert_allclose(D[same], D_ref[same], rtol=1e-4)
+
+
+def test_pq_index_needs_enough_rows_to_train():
+    rng = np.random.default_rng(6)
+    with pytest.raises(InputError, match="at least 64 vectors"):
+        VectorIndex.build(unit(rng, 10, 8), np.arange(10), kind="pq")
+    index = VectorIndex.build(unit(rng, 100, 8), np.arange(100), kind="pq")
+    index.add(unit(rng, 3, 8), np.array([500, 501, 502]))  # later additions need no training
+    assert len(index) == 103 and index.search(unit(rng, 1, 8), 5)[1].shape == (1, 5)
 
 
 def test_auto_kind_follows_threshold(monkeypatch):
     rng = np.random.default_rng(4)
-    X = unit(rng, 40, 8)
-    assert VectorIndex.build(X, np.arange(40)).kind == "flat"
-    monkeypatch.setattr(search, "HNSW_THRESHOLD", 30)
-    assert VectorIndex.build(X, np.arange(40)).kind == "hnsw"
+    X = unit(rng, 100, 8)
+    assert VectorIndex.build(X, np.arange(100)).kind == "flat"
+    monkeypatch.setattr(search, "APPROX_THRESHOLD", 80)
+    assert VectorIndex.build(X, np.arange(100)).kind == "pq"
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+@pytest.mark.parametrize("kind", ["flat", "pq", "hnsw"])
 def test_save_load_round_trip(tmp_path, kind):
     rng = np.random.default_rng(5)
     X = unit(rng, 1000, 24)

@@ -7,6 +7,11 @@ from pathlib import Path
 
 from .errors import InputError
 
+RUNTIMES = ("auto", "openvino", "onnxruntime")
+"""Inference runtimes for ONNX models; "auto" = OpenVINO when it is installed, else onnxruntime."""
+PRECISIONS = ("auto", "fp32", "bf16")
+"""Inference precisions; "auto" = bf16 where the CPU computes it natively (OpenVINO only), else fp32."""
+
 
 def _default_cache() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -28,11 +33,23 @@ class Settings:
     max_upload_mb: int = 25
     """Upload limit of the app, and of query bytes passed to search."""
     threads: int = 0
-    """Intra-op threads for onnxruntime; 0 = all cores."""
+    """Inference threads (onnxruntime intra-op threads; OpenVINO single-threaded streams); 0 = all cores."""
     workers: int = 0
-    """Decode/detect worker processes; 0 = number of cores."""
+    """Decode threads, or worker processes for models that need them (face); 0 = number of cores."""
+    runtime: str = "auto"
+    """ONNX inference runtime: auto | openvino | onnxruntime (auto: OpenVINO when installed)."""
+    precision: str = "auto"
+    """Inference precision: auto | fp32 | bf16 (auto: bf16 on CPUs with native bf16, OpenVINO only)."""
 
     def __post_init__(self) -> None:
+        for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise InputError(f"{name} must be one of {list(allowed)}, got {value!r} "
+                                 f"(setting {name}, environment variable PEOPLEMAP_{name.upper()})")
+        if self.runtime == "onnxruntime" and self.precision == "bf16":
+            raise InputError("precision 'bf16' needs runtime 'openvino' or 'auto'; onnxruntime runs fp32 "
+                             "(set PEOPLEMAP_PRECISION=fp32 or auto, or PEOPLEMAP_RUNTIME=openvino)")
         if not self.cache_dir:
             object.__setattr__(self, "cache_dir", _default_cache())
 
@@ -53,6 +70,8 @@ def load_settings(**overrides: object) -> Settings:
                 values[f.name] = int(env)
             except ValueError:
                 raise InputError(f"PEOPLEMAP_{f.name.upper()}={env!r} is not an integer") from None
+        elif f.name in ("runtime", "precision"):
+            values[f.name] = env.strip().lower()
         else:
             values[f.name] = env
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -1,29 +1,33 @@
 """One index run: scan a folder, work out what is new, changed or gone, decode, embed, write.
 
 Work is committed in batches, each in one SQLite transaction, so a run killed at any point leaves a
-whole library and the next run redoes at most the batch that was in flight. Decoding runs in a
-thread pool ahead of the model (Pillow and onnxruntime release the GIL), so the model rarely waits.
+whole library and the next run redoes at most the batches that were in flight. Three things overlap:
+a thread pool decodes files ahead of the model; the model runs one batch at a time in its own
+thread; meanwhile the indexing thread finds regions, preprocesses the next batch and commits the
+previous one (Pillow, numpy, SQLite, OpenVINO and onnxruntime release the GIL), so the model
+rarely waits. Models that hold the GIL (dlib) run in worker processes instead.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
 from .catalog import Catalog, vector_to_blob
 from .config import Settings
 from .embed.base import Embedder, crop
-from .errors import ImageError, InputError
-from .ingest import DecodedImage, FileEntry, Skipped, read_image, scan
+from .errors import InputError
+from .indexing_work import Decoded, Job, ModelThread, decode_ahead, scale_box
+from .ingest import DecodedImage, Skipped, scan
 from .types import ProgressCallback, Region, no_progress
 
 if TYPE_CHECKING:
+    from .clustering_run import AssignSummary
     from .library import Library
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,8 @@ class IndexSummary:
     """Files that could not be used, with the reason (this run's and earlier unchanged ones)."""
     seconds: float = 0.0
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    assignment: Optional["AssignSummary"] = None
+    """New items placed with the existing clusters and people (when the set was clustered before)."""
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -55,29 +61,10 @@ class IndexSummary:
 
 
 @dataclass
-class _Job:
-    entry: FileEntry
-    image_id: Optional[int]  # catalog row for this path, if any
-
-
-@dataclass
-class _Decoded:
-    """What a worker made of one file: the decoded image (thread workers), or, from process
-    workers, the image's size with its regions and their vectors already computed."""
-
-    job: _Job
-    sha256: str = ""
-    image: Optional[DecodedImage] = None
-    reason: Optional[str] = None
-    regions: Optional[list[Region]] = None
-    vectors: Optional[np.ndarray] = None
-
-
-@dataclass
 class _Pending:
     """An image waiting for its batch to be embedded and written."""
 
-    job: _Job
+    job: Job
     sha256: str
     image: DecodedImage
     regions: list[Region]
@@ -100,7 +87,8 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     cat: Catalog = lib.catalog
     settings: Settings = lib.settings
     t_start = time.perf_counter()
-    stages = {"scan": 0.0, "decode_wait": 0.0, "detect": 0.0, "embed": 0.0, "write": 0.0}
+    stages = {"scan": 0.0, "decode_wait": 0.0, "detect": 0.0, "prepare": 0.0, "embed": 0.0,
+              "embed_wait": 0.0, "write": 0.0}
     summary = IndexSummary(folder=root, model=embedder.name)
     set_id = lib._ensure_vector_set(embedder, rebuild=rebuild)
 
@@ -115,7 +103,7 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
         (set_id, lo, hi))}
     known_skipped = {p: (size, mtime, reason) for p, size, mtime, reason in cat.query(
         "SELECT path, size, mtime, reason FROM skipped WHERE path >= ? AND path < ?", (lo, hi))}
-    jobs: list[_Job] = []
+    jobs: list[Job] = []
     seen: set[str] = set()
     for e in entries:
         seen.add(e.path)
@@ -127,17 +115,17 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
                     summary.unchanged += 1
                     continue
                 summary.new += 1  # known file, new to this model's vector set
-                jobs.append(_Job(e, iid))
+                jobs.append(Job(e, iid))
             else:
                 summary.changed += 1
-                jobs.append(_Job(e, iid))
+                jobs.append(Job(e, iid))
             continue
         s = known_skipped.get(e.path)
         if s is not None and (s[0], s[1]) == (e.size, e.mtime):
             summary.unchanged += 1
             continue
         summary.new += 1
-        jobs.append(_Job(e, None))
+        jobs.append(Job(e, None))
     summary.files_seen = len(entries)
     gone_images = [iid for p, (iid, *_rest) in known.items() if p not in seen]
     gone_skipped = [p for p in known_skipped if p not in seen]
@@ -150,25 +138,45 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     progress("index", 0, total)
     done = 0
     batch: list[_Pending] = []
-    batch_skips: list[tuple[_Job, str]] = []
+    batch_skips: list[tuple[Job, str]] = []
     n_crops = 0
-    for dec in _decode_ahead(jobs, embedder, settings, stages):
-        if dec.reason is not None:
-            batch_skips.append((dec.job, dec.reason))
-        else:
-            assert dec.image is not None
-            pending = _plan(lib, set_id, embedder, dec, stages)
-            batch.append(pending)
-            n_crops += len(pending.regions)
-        if n_crops >= settings.batch_size or len(batch) + len(batch_skips) >= 4 * settings.batch_size:
-            _flush(lib, set_id, embedder, batch, batch_skips, summary, stages)
-            done += len(batch) + len(batch_skips)
+    with ModelThread(embedder, stages) as model:
+        in_flight: Optional[_InFlight] = None
+
+        def land(flight: _InFlight) -> None:
+            """Wait for the model's vectors of a batch and commit it."""
+            nonlocal done
+            t = time.perf_counter()
+            vectors = flight.vectors.result()
+            stages["embed_wait"] += time.perf_counter() - t
+            _write(lib, set_id, embedder, flight.batch, flight.skips, vectors, summary, stages)
+            done += len(flight.batch) + len(flight.skips)
             progress("index", done, total)
+
+        def send() -> None:
+            """Hand the gathered batch to the model, then commit the previous one while it runs."""
+            nonlocal in_flight, batch, batch_skips, n_crops
+            crops = [crop(p.image.pixels, r) for p in batch if p.vectors is None for r in p.regions]
+            flight = _InFlight(batch, batch_skips, model.submit(crops))
             batch, batch_skips, n_crops = [], [], 0
-    if batch or batch_skips:
-        _flush(lib, set_id, embedder, batch, batch_skips, summary, stages)
-        done += len(batch) + len(batch_skips)
-        progress("index", done, total)
+            if in_flight is not None:
+                land(in_flight)
+            in_flight = flight
+
+        for dec in decode_ahead(jobs, embedder, settings, stages):
+            if dec.reason is not None:
+                batch_skips.append((dec.job, dec.reason))
+            else:
+                assert dec.image is not None
+                pending = _plan(lib, set_id, embedder, dec, stages)
+                batch.append(pending)
+                n_crops += len(pending.regions)
+            if n_crops >= settings.batch_size or len(batch) + len(batch_skips) >= 4 * settings.batch_size:
+                send()
+        if batch or batch_skips:
+            send()
+        if in_flight is not None:
+            land(in_flight)
 
     # -- forget what is gone; record scan-level problems ---------------------------------------
     t = time.perf_counter()
@@ -192,87 +200,7 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     return summary
 
 
-def _decode_ahead(jobs: list[_Job], embedder: Embedder, settings: Settings,
-                  stages: dict[str, float]) -> Iterator[_Decoded]:
-    """Run the per-file work in a pool, a bounded window ahead of the consumer, in order.
-
-    Thread workers decode (Pillow and onnxruntime release the GIL, so decoding overlaps the
-    model). Models that hold the GIL or are single-threaded (dlib) say `parallel = "processes"`:
-    then each worker process decodes, detects and embeds, and only vectors come back.
-    """
-    workers = settings.workers or (os.cpu_count() or 1)
-    window = max(2 * settings.batch_size, 4 * workers)
-    use_processes = getattr(embedder, "parallel", "threads") == "processes" and workers > 1
-    if use_processes:
-        import multiprocessing
-
-        pool: Any = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_process_init, initargs=(embedder.name, settings))
-        fn: Callable[..., _Decoded] = _process_work
-    else:
-        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="peoplemap-decode")
-        fn = _thread_work
-    min_side = embedder.decode_max_side
-    with pool:
-        queue: deque[Future[_Decoded]] = deque()
-        it = iter(jobs)
-        for job in it:
-            queue.append(pool.submit(fn, job, min_side, settings))
-            if len(queue) >= window:
-                break
-        while queue:
-            t = time.perf_counter()
-            result = queue.popleft().result()
-            stages["decode_wait"] += time.perf_counter() - t
-            nxt = next(it, None)
-            if nxt is not None:
-                queue.append(pool.submit(fn, nxt, min_side, settings))
-            yield result
-
-
-def _thread_work(job: _Job, min_side: Optional[int], settings: Settings) -> _Decoded:
-    try:
-        sha, img = read_image(job.entry.path, min_side=min_side, settings=settings)
-        return _Decoded(job, sha, img)
-    except ImageError as e:
-        return _Decoded(job, reason=e.reason)
-
-
-_PROCESS_EMBEDDER: Optional[Embedder] = None
-
-
-def _process_init(model: str, settings: Settings) -> None:
-    global _PROCESS_EMBEDDER
-    from .embed.registry import create_embedder
-
-    _PROCESS_EMBEDDER = create_embedder(model, settings=settings)
-
-
-def _process_work(job: _Job, min_side: Optional[int], settings: Settings) -> _Decoded:
-    """Decode, detect and embed one file in a worker process; pixels stay in the worker."""
-    dec = _thread_work(job, min_side, settings)
-    if dec.image is None:
-        return dec
-    e = _PROCESS_EMBEDDER
-    assert e is not None, "worker not initialised"
-    try:
-        regions = e.regions(dec.image.pixels)
-        crops = [crop(dec.image.pixels, r) for r in regions]
-        vectors = e.embed(crops) if crops else np.zeros((0, e.dim), np.float32)
-    except Exception as err:  # one odd image must not end the run: record it instead
-        log.warning("model %s failed on %s: %s", e.name, job.entry.path, err)
-        return _Decoded(job, reason=f"model {e.name} failed on this image: {err}")
-    img = dec.image
-    # Boxes go back in original-image coordinates; the pixels stay here.
-    boxes = [_scale_box(r.box, img.scale or 1.0, img.width, img.height) for r in regions]
-    light = DecodedImage(pixels=np.zeros((1, 1, 3), np.uint8), width=img.width, height=img.height,
-                         format=img.format)
-    return _Decoded(job, dec.sha256, light, regions=[Region(b, r.score) for b, r in zip(boxes, regions)],
-                    vectors=vectors)
-
-
-def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: _Decoded,
+def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: Decoded,
           stages: dict[str, float]) -> _Pending:
     """Find what to embed in a decoded image, or an identical image whose vectors can be reused."""
     assert dec.image is not None
@@ -293,16 +221,24 @@ def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: _Decoded,
     return _Pending(dec.job, dec.sha256, dec.image, regions)
 
 
-def _flush(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending],
-           skips: list[tuple[_Job, str]], summary: IndexSummary, stages: dict[str, float]) -> None:
-    t = time.perf_counter()
-    crops = [crop(p.image.pixels, r) for p in batch if p.vectors is None for r in p.regions]
-    vectors = embedder.embed(crops) if crops else np.zeros((0, embedder.dim), np.float32)
-    stages["embed"] += time.perf_counter() - t
-    if vectors.shape != (len(crops), embedder.dim) or not np.isfinite(vectors).all():
+@dataclass
+class _InFlight:
+    """A batch whose vectors the model thread is computing."""
+
+    batch: list[_Pending]
+    skips: list[tuple[Job, str]]
+    vectors: "Future[np.ndarray]"
+
+
+def _write(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending],
+           skips: list[tuple[Job, str]], vectors: np.ndarray, summary: IndexSummary,
+           stages: dict[str, float]) -> None:
+    """Commit one batch in one transaction: skipped files, images, items and their vectors."""
+    n_crops = sum(len(p.regions) for p in batch if p.vectors is None)
+    if vectors.shape != (n_crops, embedder.dim) or not np.isfinite(vectors).all():
         from .errors import ModelError
         raise ModelError(f"model {embedder.name} returned {vectors.shape} / non-finite vectors "
-                         f"for {len(crops)} crops of dimension {embedder.dim}")
+                         f"for {n_crops} crops of dimension {embedder.dim}")
 
     t = time.perf_counter()
     now = time.time()
@@ -342,7 +278,7 @@ def _flush(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending
                 # Process workers send boxes in original coordinates and their own vectors.
                 scale = 1.0 if p.vectors is not None else (img.scale or 1.0)
                 for k, r in enumerate(p.regions):
-                    box = _scale_box(r.box, scale, img.width, img.height)
+                    box = scale_box(r.box, scale, img.width, img.height)
                     item_id = c.execute(
                         "INSERT INTO items(image_id, set_id, x, y, w, h, score) VALUES (?,?,?,?,?,?,?)",
                         (image_id, set_id, *(box or (None, None, None, None)), float(r.score)),
@@ -372,16 +308,6 @@ def _copy_items(c, src_image: int, dst_image: int, set_id: int) -> int:
                             "VALUES (?,?,?,?,?,?,?)", (dst_image, set_id, x, y, w, h, score)).lastrowid
         c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)", (item_id, blob))
     return len(rows)
-
-
-def _scale_box(box, scale: float, width: int, height: int):
-    """A box found on reduced pixels, in the original image's coordinates, clipped to it."""
-    if box is None:
-        return None
-    x, y, w, h = (float(v) / scale for v in box)
-    x0, y0 = max(0, int(round(x))), max(0, int(round(y)))
-    x1, y1 = min(width, int(round(x + w))), min(height, int(round(y + h)))
-    return (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
 
 
 def _chunks(seq: list, n: int) -> Iterator[list]:

@@ -33,11 +33,11 @@ from ..detect.bodies import BACKENDS, BodyDetector
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import LazySession, cached_onnx_path, file_sha256, load_or_export
+from .onnx_session import (LazySession, Session, cached_onnx_path, describe_runtime, file_sha256,
+                           load_or_export)
 from .registry import register
 
 if TYPE_CHECKING:
-    import onnxruntime
     import torch
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ class BodyEmbedder:
                      f"sqrt (Hellinger), L2 per stripe, weight {COLOR_WEIGHT}",
             "output": f"{DIM}-d ({DEEP_DIM} deep + {COLOR_DIM} colour), L2-normalised",
             "regions": self.detector.describe(),
-            "runtime": "onnxruntime",
+            **describe_runtime(self._session.loaded, self.settings),
             "onnx_opset": OPSET,
         }
 
@@ -243,13 +243,15 @@ class BodyEmbedder:
         self._get_session()
         self.detector.load()
 
-    def _get_session(self) -> "onnxruntime.InferenceSession":
+    def _get_session(self) -> Session:
         return self._session.get()
 
-    def _load(self) -> "onnxruntime.InferenceSession":
+    def _load(self) -> Session:
         log.info("loading the body model from %s (exported from %s)", self.onnx_path, self.weights)
-        return load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp),
-                              self.settings.threads)
+        session = load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp), self.settings)
+        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
+                 session.threads)
+        return session
 
 
 

