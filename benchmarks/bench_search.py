@@ -1,13 +1,14 @@
-"""Search scaling: `VectorIndex` flat vs hnsw on generated identity embeddings of growing N.
+"""Search scaling: `VectorIndex` flat vs pq vs hnsw on generated identity embeddings of growing N.
 
 Per (kind, N) one subprocess (own memory, killed at its budget): build seconds, index memory
 (RSS growth over the build), single-query latency p50/p99 with one `search(q, 10)` call per query
 as the app does (1,000 perturbed dataset points; stopped after --latency-seconds, the count is
-reported), batch throughput (all queries in one call) and, for hnsw, recall@10 against exact
-search. An hnsw build that the 100k build time predicts (x N/100k x 1.2) to exceed the budget is
+reported), batch throughput (all queries in one call) and, for pq and hnsw, recall@10 against
+exact search (hnsw also for each --ef-sweep efSearch). An hnsw build that the 100k build time predicts (x N/100k x 1.2) to exceed the budget is
 skipped and the estimate reported. Writes benchmarks/plots/search_scaling.png.
 
     .venv/bin/python benchmarks/bench_search.py --budget 150 --max-seconds 600
+    .venv/bin/python benchmarks/bench_search.py --ns 1000000 --kinds flat pq --budget 600
 """
 from __future__ import annotations
 
@@ -39,11 +40,14 @@ def child(kind: str, n: int, n_queries: int, latency_s: float, seed: int,
     ids = np.arange(n, dtype=np.int64)
     Q = perturbed_queries(X, n_queries, seed=seed + 1)
     out: dict = {"kind": kind, "n": n, "queries": n_queries, "faiss_threads": faiss.omp_get_max_threads()}
-    if kind == "hnsw":
+    if kind != "flat":
         t0 = time.perf_counter()
         _, gt = faiss.knn(Q, X, K)  # exact neighbours (ids == row numbers)
         out["exact_knn_s"] = round(time.perf_counter() - t0, 3)
+    if kind == "hnsw":
         out.update(M=S.HNSW_M, ef_construction=S.HNSW_EF_CONSTRUCTION, ef_search=S.HNSW_EF_SEARCH)
+    if kind == "pq":
+        out.update(k_factor=S.PQ_K_FACTOR)
     base = rss_mb()
     t0 = time.perf_counter()
     idx = S.VectorIndex.build(X, ids, kind=kind)
@@ -68,9 +72,10 @@ def child(kind: str, n: int, n_queries: int, latency_s: float, seed: int,
     batch_s = time.perf_counter() - t0
     out["batch_s"] = round(batch_s, 3)
     out["batch_qps"] = round(n_queries / batch_s, 1)
-    if kind == "hnsw":
+    if kind != "flat":
         hit = sum(len(set(g.tolist()) & set(t.tolist())) for g, t in zip(got, gt))
         out["recall_at_10"] = round(hit / (K * n_queries), 4)
+    if kind == "hnsw":
         inner = faiss.downcast_index(idx._index.index)
         sweep = []
         for ef in ef_sweep:  # the latency/recall trade-off of efSearch on the same index
@@ -95,7 +100,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    for kind, mk in (("flat", "o-"), ("hnsw", "s-")):
+    for kind, mk in (("flat", "o-"), ("pq", "^-"), ("hnsw", "s-")):
         ok = [r for r in rows if r["kind"] == kind and r.get("status") == "ok"]
         if not ok:
             continue
@@ -105,7 +110,7 @@ def plot(rows: list[dict], path: Path) -> None:
         axes[1].plot(ns, [r["build_s"] for r in ok], mk, label=f"{kind} build")
         axes[2].plot(ns, [r["index_mem_mb"] for r in ok], mk, label=f"{kind} index memory")
         for r in ok:
-            if kind == "hnsw" and "recall_at_10" in r:
+            if kind != "flat" and "recall_at_10" in r:
                 axes[0].annotate(f"R@10={r['recall_at_10']:.3f}", (r["n"], r["latency_p50_ms"]),
                                  textcoords="offset points", xytext=(4, -12), fontsize=8)
         for r in rows:
@@ -137,7 +142,7 @@ def main() -> None:
                     help="efSearch values to time and score on each HNSW index")
     ap.add_argument("--hnsw", type=int, nargs=2, metavar=("M", "EF_CONSTRUCTION"),
                     help="build HNSW with these instead of the library's parameters")
-    ap.add_argument("--kinds", nargs="+", default=["flat", "hnsw"], choices=["flat", "hnsw"])
+    ap.add_argument("--kinds", nargs="+", default=["flat", "pq", "hnsw"], choices=["flat", "pq", "hnsw"])
     ap.add_argument("--no-results", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("KIND", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()

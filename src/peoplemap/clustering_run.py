@@ -37,7 +37,7 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
     cannot_link = _same_image_groups(lib, s.id, ids) if s.item_kind != "image" else None
     progress("cluster", 1, 3)
     est = Clusterer(profile, min_cluster_size=min_cluster_size, **params).fit(
-        X, cannot_link=cannot_link, progress=progress)
+        X, cannot_link=cannot_link, progress=progress, copy=False)  # X is ours: normalise in place
     del X
     labels = np.asarray(est.labels_, dtype=np.int64)
     probs = np.asarray(est.probabilities_, dtype=np.float64)

@@ -73,23 +73,29 @@ def graph_hdbscan(Z: np.ndarray, *, min_cluster_size: int, min_samples: int | No
 def _spanning_tree(Z: np.ndarray, dist: np.ndarray, nbr: np.ndarray, core: np.ndarray,
                    alpha: float) -> tuple[np.ndarray, int]:
     """(n-1, 3) float64 rows (a, b, weight), sorted by weight, and the number of graph pieces."""
-    from scipy.sparse import coo_matrix
+    from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components, minimum_spanning_tree
 
     n, k = nbr.shape
-    a = np.repeat(np.arange(n, dtype=np.int64), k)
-    b = nbr.ravel()
+    # Every directed edge a -> b of the graph (no de-duplication needed: a pair listed from both ends
+    # is two different matrix cells, both of the same weight). int32 rows/columns halve the memory.
+    index_type = np.int32 if n < 2**31 - 1 else np.int64
+    a = np.repeat(np.arange(n, dtype=index_type), k)
+    b = nbr.ravel().astype(index_type)
     ok = b >= 0
-    a, b = a[ok], b[ok]
-    d = dist.ravel()[ok].astype(np.float64) / alpha
-    w = np.maximum(np.maximum(core[a], core[b]), d)
-    # One entry per unordered pair (coo -> csr would add duplicates up).
-    lo, hi = np.minimum(a, b), np.maximum(a, b)
-    key, first = np.unique(lo * n + hi, return_index=True)
-    lo, hi, w = lo[first], hi[first], np.maximum(w[first], _TINY)
-    del a, b, d, key, ok
-    graph = coo_matrix((w, (lo, hi)), shape=(n, n)).tocsr()
-    del lo, hi, w
+    if not ok.all():
+        a, b = a[ok], b[ok]
+        d = dist.ravel()[ok].astype(np.float64)
+    else:
+        d = dist.ravel().astype(np.float64)
+    del ok
+    if alpha != 1.0:
+        d /= alpha
+    np.maximum(d, core[a], out=d)
+    np.maximum(d, core[b], out=d)
+    np.maximum(d, _TINY, out=d)
+    graph = csr_matrix((d, (a, b)), shape=(n, n))
+    del a, b, d
     forest = minimum_spanning_tree(graph).tocoo()
     del graph
     edges = [np.column_stack([forest.row, forest.col, forest.data]).astype(np.float64)]
