@@ -86,21 +86,57 @@ def main(verbose: int) -> None:
               help="Embedding model (default: face; PEOPLEMAP_DEFAULT_MODEL to change); "
                    "`peoplemap models` lists them.")
 @click.option("--rebuild", is_flag=True, help="Re-extract this model's vectors (after a model change).")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where decoding and embedding run: this machine, or a Ray cluster "
+                   "(needs the `ray` extra: pip install 'peoplemap[ray]').")
+@click.option("--ray-address", default=None, metavar="HOST:PORT",
+              help="Ray cluster to join (`ray start --head` prints it); default: RAY_ADDRESS, else "
+                   "a Ray started on this machine for the run.")
+@click.option("--ray-workers", type=click.IntRange(min=1), default=None,
+              help="Model actors on the cluster (default: one per CPU).")
+@click.option("--ray-gpus-per-worker", type=click.FloatRange(min=0), default=0.0,
+              help="GPUs each Ray model actor reserves, on clusters with GPUs.")
+@click.option("--search-index", type=click.Choice(["auto", "ivfpq"]), default="auto", show_default=True,
+              help="ivfpq: then build the search index in chunks from the stored vectors (IVF-PQ, "
+                   "for millions of items); auto: search builds its index when first needed.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, as_json: bool) -> None:
+def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, engine: str,
+          ray_address: Optional[str], ray_workers: Optional[int], ray_gpus_per_worker: float,
+          search_index: str, as_json: bool) -> None:
     """Index the images in PHOTOS_DIR (recursively) into a library.
 
     Only new or changed files are processed on a re-run; deleted files are dropped. Files that
-    cannot be read are recorded with the reason and listed in the summary.
+    cannot be read are recorded with the reason and listed in the summary. With --engine ray the
+    decoding and embedding run on a Ray cluster (photos at the same path on every node) and the
+    library comes out the same as with the default local engine.
 
     \b
     Example:
       peoplemap index ~/Pictures --library people.lib
       peoplemap index crops/ --library people.lib --model body
+      peoplemap index /mnt/photos --library people.lib --engine ray --ray-address 10.0.0.5:6379
     """
+    eng: object = engine
+    if engine == "ray":
+        from .engine_ray import RayOptions, require_ray
+
+        eng = RayOptions(address=ray_address, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker)
+        require_ray()
+        # Ray Data prints INFO lines on the console of its own; show them with -v only.
+        for h in logging.getLogger("ray.data").handlers:
+            if isinstance(h, logging.StreamHandler):  # the console, not Ray's session log file
+                h.setLevel(max(h.level, logging.getLogger().getEffectiveLevel()))
+    elif ray_address or ray_workers or ray_gpus_per_worker:
+        raise click.UsageError("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
     lib = _open(library, create=True)
     with _progress_bar("") as cb:
-        s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb)
+        s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb, engine=eng)
+        if search_index == "ivfpq":
+            from .index_build import build_ivfpq
+
+            built = build_ivfpq(lib, s.model, progress=cb)
+            if not as_json:
+                click.echo(f"Built an ivfpq search index of {len(built)} items.")
     if as_json:
         click.echo(json.dumps(s.to_json(), indent=1))
         return

@@ -94,44 +94,11 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
 
     # -- scan and diff against the catalog -----------------------------------------------------
     t = time.perf_counter()
-    scan_skips: list[Skipped] = []
-    entries = list(scan(root, on_skip=scan_skips.append))
-    lo, hi = _under(root)
-    known = {p: (iid, size, mtime, done) for iid, p, size, mtime, done in cat.query(
-        "SELECT i.id, i.path, i.size, i.mtime, EXISTS(SELECT 1 FROM processed p "
-        "WHERE p.image_id=i.id AND p.set_id=?) FROM images i WHERE i.path >= ? AND i.path < ?",
-        (set_id, lo, hi))}
-    known_skipped = {p: (size, mtime, reason) for p, size, mtime, reason in cat.query(
-        "SELECT path, size, mtime, reason FROM skipped WHERE path >= ? AND path < ?", (lo, hi))}
-    jobs: list[Job] = []
-    seen: set[str] = set()
-    for e in entries:
-        seen.add(e.path)
-        k = known.get(e.path)
-        if k is not None:
-            iid, size, mtime, done = k
-            if size == e.size and mtime == e.mtime:
-                if done:
-                    summary.unchanged += 1
-                    continue
-                summary.new += 1  # known file, new to this model's vector set
-                jobs.append(Job(e, iid))
-            else:
-                summary.changed += 1
-                jobs.append(Job(e, iid))
-            continue
-        s = known_skipped.get(e.path)
-        if s is not None and (s[0], s[1]) == (e.size, e.mtime):
-            summary.unchanged += 1
-            continue
-        summary.new += 1
-        jobs.append(Job(e, None))
-    summary.files_seen = len(entries)
-    gone_images = [iid for p, (iid, *_rest) in known.items() if p not in seen]
-    gone_skipped = [p for p in known_skipped if p not in seen]
+    plan = diff_folder(lib, root, set_id, summary)
+    jobs = plan.jobs
     stages["scan"] = time.perf_counter() - t
     log.info("index %s with %s: %d files, %d to process, %d gone", root, embedder.name,
-             len(entries), len(jobs), len(gone_images))
+             summary.files_seen, len(jobs), len(plan.gone_images))
 
     # -- decode ahead, embed and write in batches ----------------------------------------------
     total = len(jobs)
@@ -180,24 +147,79 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
 
     # -- forget what is gone; record scan-level problems ---------------------------------------
     t = time.perf_counter()
-    with cat.write() as c:
-        for chunk in _chunks(gone_images, 500):
-            c.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-        for chunk in _chunks(gone_skipped, 500):
-            c.execute(f"DELETE FROM skipped WHERE path IN ({','.join('?' * len(chunk))})", chunk)
-        for s in scan_skips:
-            c.execute("INSERT OR REPLACE INTO skipped(path, reason, size, mtime, seen_at) "
-                      "VALUES (?, ?, NULL, NULL, ?)", (s.path, s.reason, time.time()))
-        if gone_images:
-            c.execute("UPDATE vector_sets SET generation = generation + 1")
-    summary.removed = len(gone_images)
+    forget_gone(lib, plan)
+    summary.removed = len(plan.gone_images)
     stages["write"] += time.perf_counter() - t
 
     summary.skipped = [Skipped(p, r) for p, r in cat.query(
-        "SELECT path, reason FROM skipped WHERE path >= ? AND path < ? ORDER BY path", (lo, hi))]
+        "SELECT path, reason FROM skipped WHERE path >= ? AND path < ? ORDER BY path", _under(root))]
     summary.seconds = time.perf_counter() - t_start
     summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}
     return summary
+
+
+@dataclass
+class FolderDiff:
+    """A folder against the catalog: files to (re)process, scan-level problems, what is gone."""
+    jobs: list[Job]
+    scan_skips: list[Skipped]
+    gone_images: list[int]
+    gone_skipped: list[str]
+
+
+def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -> FolderDiff:
+    """Scan `root` and compare with the catalog: unchanged files (same size and mtime, already
+    processed by this set, or skipped before) are counted, not redone. Fills summary's counts.
+    Shared by local indexing and the Ray engine, so both make the same decisions."""
+    cat = lib.catalog
+    scan_skips: list[Skipped] = []
+    entries = list(scan(root, on_skip=scan_skips.append))
+    lo, hi = _under(root)
+    known = {p: (iid, size, mtime, done) for iid, p, size, mtime, done in cat.query(
+        "SELECT i.id, i.path, i.size, i.mtime, EXISTS(SELECT 1 FROM processed p "
+        "WHERE p.image_id=i.id AND p.set_id=?) FROM images i WHERE i.path >= ? AND i.path < ?",
+        (set_id, lo, hi))}
+    known_skipped = {p: (size, mtime) for p, size, mtime in cat.query(
+        "SELECT path, size, mtime FROM skipped WHERE path >= ? AND path < ?", (lo, hi))}
+    jobs: list[Job] = []
+    seen: set[str] = set()
+    for e in entries:
+        seen.add(e.path)
+        k = known.get(e.path)
+        if k is not None:
+            iid, size, mtime, done = k
+            if size == e.size and mtime == e.mtime:
+                if done:
+                    summary.unchanged += 1
+                    continue
+                summary.new += 1  # known file, new to this model's vector set
+            else:
+                summary.changed += 1
+            jobs.append(Job(e, iid))
+            continue
+        if known_skipped.get(e.path) == (e.size, e.mtime):
+            summary.unchanged += 1
+            continue
+        summary.new += 1
+        jobs.append(Job(e, None))
+    summary.files_seen = len(entries)
+    gone_images = [iid for p, (iid, *_rest) in known.items() if p not in seen]
+    gone_skipped = [p for p in known_skipped if p not in seen]
+    return FolderDiff(jobs, scan_skips, gone_images, gone_skipped)
+
+
+def forget_gone(lib: "Library", plan: FolderDiff) -> None:
+    """Drop images and skipped entries whose files are gone; record scan-level problems."""
+    with lib.catalog.write() as c:
+        for chunk in _chunks(plan.gone_images, 500):
+            c.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        for chunk in _chunks(plan.gone_skipped, 500):
+            c.execute(f"DELETE FROM skipped WHERE path IN ({','.join('?' * len(chunk))})", chunk)
+        for s in plan.scan_skips:
+            c.execute("INSERT OR REPLACE INTO skipped(path, reason, size, mtime, seen_at) "
+                      "VALUES (?, ?, NULL, NULL, ?)", (s.path, s.reason, time.time()))
+        if plan.gone_images:
+            c.execute("UPDATE vector_sets SET generation = generation + 1")
 
 
 def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: Decoded,

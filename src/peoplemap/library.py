@@ -209,11 +209,21 @@ class Library:
 
     # -- indexing ------------------------------------------------------------------------------
     def index(self, folder: str | os.PathLike, *, model: str | None = None, rebuild: bool = False,
-              progress: ProgressCallback = no_progress):
+              progress: ProgressCallback = no_progress, engine: Any = "local",
+              ray_address: str | None = None):
         """Add new and changed images of `folder`, drop deleted ones; returns an IndexSummary.
-        model: a registered name (default: settings.default_model, "face")."""
+        model: a registered name (default: settings.default_model, "face").
+        engine: "local" (this machine), "ray" (decode and embed on a Ray cluster at `ray_address`,
+        or on a Ray started for the run), or a peoplemap.engine_ray.RayOptions for finer control."""
         from .indexing import index_folder
 
+        ray_options = None
+        if engine != "local" or ray_address:
+            from .engine_ray import require_ray, resolve_engine
+
+            ray_options = resolve_engine(engine, ray_address)
+            if ray_options is not None:
+                require_ray()  # fail before anything is loaded or written
         model = model or self.settings.default_model
         embedder = self.embedder(model)
         load = getattr(embedder, "load", None)
@@ -222,8 +232,14 @@ class Library:
         with self.writing(f"peoplemap index {folder}"):
             run = self.catalog.start_run("index", {"folder": str(folder), "model": model})
             try:
-                summary = index_folder(self, str(folder), embedder, rebuild=rebuild,
-                                       progress=progress)
+                if ray_options is None:
+                    summary = index_folder(self, str(folder), embedder, rebuild=rebuild,
+                                           progress=progress)
+                else:
+                    from .engine_ray import index_folder_ray
+
+                    summary = index_folder_ray(self, str(folder), embedder, options=ray_options,
+                                               rebuild=rebuild, progress=progress)
                 if getattr(embedder, "collection_whitening", False) and (
                         summary.items_added or summary.removed or self.whitening(embedder.name) is None):
                     self.refit_whitening(embedder.name)

@@ -2,8 +2,11 @@
 
 Exact search (IndexFlatL2) below `APPROX_THRESHOLD` vectors; above it "pq": a 4-bit product-quantizer
 fast scan over all vectors proposes `PQ_K_FACTOR` x k candidates that are re-ranked exactly (FAISS
-IndexRefineFlat). HNSW stays available as kind "hnsw". All are wrapped in IndexIDMap2 so search
-returns item ids directly.
+IndexRefineFlat). HNSW stays available as kind "hnsw", and "ivfpq" for very large sets: an inverted
+file of 8-bit product-quantizer codes, trained on a sample and filled shard by shard
+(peoplemap.index_build), whose candidates are re-ranked on 8-bit scalar codes instead of the full
+vectors, so memory stays near (code size + d) bytes per item. All are wrapped in IndexIDMap2 so
+search returns item ids directly.
 
 Why "pq" and not HNSW above the threshold (benchmarks/bench_search.py, 1M generated 128-d identity
 vectors, 2 cores): HNSW (M=32, efConstruction 100) took 587 s to build and reached recall@10 0.93 at
@@ -44,7 +47,15 @@ HNSW_EF_CONSTRUCTION = 200
 HNSW_EF_SEARCH = 128
 NORM_TOLERANCE = 1e-3
 """Rows whose L2 norm differs from 1 by more than this are refused."""
-KINDS = ("flat", "pq", "hnsw")
+IVFPQ_PROBE_SHARE = 16
+"""An "ivfpq" search visits 1/16 of the inverted lists (at least 32): on generated identity vectors
+(benchmarks/make_embeddings.py, 300k, 2048 lists) recall@10 is 0.68 at 32 lists, 0.80 at 128,
+0.86 at 256 and 0.91 at 512, the coarse lists being what misses neighbours."""
+IVFPQ_K_FACTOR = 16
+"""Candidates an "ivfpq" search re-ranks on 8-bit scalar codes per result wanted."""
+IVFPQ_MIN_TRAIN = 256
+"""Fewest rows an "ivfpq" index can be trained on (256 codes per 8-bit sub-quantizer)."""
+KINDS = ("flat", "pq", "hnsw", "ivfpq")
 _FORMAT = "peoplemap-vector-index/1"
 
 
@@ -88,9 +99,29 @@ def _check_ids(ids: Any, n: int) -> np.ndarray:
     return np.ascontiguousarray(ids)
 
 
-def _new_faiss_index(kind: str, dim: int) -> Any:
+def ivfpq_nlist(n: int) -> int:
+    """Inverted lists of an "ivfpq" index for about n vectors: ~4 sqrt(n), a power of two, 16..65536."""
+    return int(min(65536, max(16, 2 ** round(np.log2(4 * np.sqrt(max(n, 1)))))))
+
+
+def ivfpq_spec(dim: int, n: int) -> str:
+    """FAISS factory string of an "ivfpq" index for about n vectors: `ivfpq_nlist(n)` lists, 8-bit
+    PQ codes of at most 64 bytes (at least 4 dimensions per byte), 8-bit scalar codes to re-rank."""
+    m = max(k for k in range(1, min(64, max(1, dim // 4)) + 1) if dim % k == 0)
+    return f"IVF{ivfpq_nlist(n)},PQ{m}x8np,Refine(SQ8)"  # np: no polysemous training (4x slower)
+
+
+def _new_faiss_index(kind: str, dim: int, n: int = 0) -> Any:
     import faiss
 
+    if kind == "ivfpq":
+        inner = faiss.index_factory(dim, ivfpq_spec(dim, n))
+        # Codes of the vectors, not of their residuals: residual PQ needs a table of nlist x m x 256
+        # floats at load time, which the deserialization limit in `load` refuses (and the 8-bit
+        # re-rank makes up the accuracy).
+        faiss.downcast_index(faiss.extract_index_ivf(inner)).by_residual = False
+        _tune_ivfpq(inner)
+        return faiss.IndexIDMap2(inner)
     if kind == "flat":
         inner = faiss.IndexFlatL2(dim)
     elif kind == "pq":
@@ -103,6 +134,14 @@ def _new_faiss_index(kind: str, dim: int) -> Any:
         inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         inner.hnsw.efSearch = HNSW_EF_SEARCH
     return faiss.IndexIDMap2(inner)
+
+
+def _tune_ivfpq(inner: Any) -> None:
+    import faiss
+
+    ivf = faiss.extract_index_ivf(inner)
+    ivf.nprobe = min(ivf.nlist, max(32, ivf.nlist // IVFPQ_PROBE_SHARE))
+    faiss.downcast_index(inner).k_factor = IVFPQ_K_FACTOR
 
 
 class VectorIndex:
@@ -134,7 +173,7 @@ class VectorIndex:
             kind = "pq" if X.shape[0] >= APPROX_THRESHOLD else "flat"
         if kind not in KINDS:
             raise InputError(f"Unknown index kind: {kind!r}. Must be one of {['auto', *KINDS]}")
-        index = cls(_new_faiss_index(kind, X.shape[1]), kind, stamp)
+        index = cls(_new_faiss_index(kind, X.shape[1], X.shape[0]), kind, stamp)
         index.add(X, ids)
         log.info("built %s index: %d vectors of dimension %d", kind, len(index), index.dim)
         return index
@@ -145,9 +184,10 @@ class VectorIndex:
         ids = _check_ids(ids, X.shape[0])
         if not len(ids):
             return
-        if not self._index.is_trained:  # "pq": the quantizer learns from the first rows added
-            if len(X) < PQ_MIN_TRAIN:
-                raise InputError(f"a {self.kind!r} index needs at least {PQ_MIN_TRAIN} vectors to start; "
+        if not self._index.is_trained:  # "pq", "ivfpq": the quantizers learn from the first rows added
+            least = IVFPQ_MIN_TRAIN if self.kind == "ivfpq" else PQ_MIN_TRAIN
+            if len(X) < least:
+                raise InputError(f"a {self.kind!r} index needs at least {least} vectors to start; "
                                  f"got {len(X)} (use kind 'flat')")
             rows = X if len(X) <= PQ_TRAIN_MAX else X[np.sort(
                 np.random.default_rng(0).choice(len(X), PQ_TRAIN_MAX, replace=False))]
@@ -241,6 +281,8 @@ class VectorIndex:
             faiss.downcast_index(index.index).hnsw.efSearch = HNSW_EF_SEARCH
         elif meta["kind"] == "pq":
             faiss.downcast_index(index.index).k_factor = PQ_K_FACTOR
+        elif meta["kind"] == "ivfpq":
+            _tune_ivfpq(index.index)
         return cls(index, meta["kind"], str(meta.get("stamp", "")))
 
 
