@@ -36,9 +36,9 @@ import numpy as np
 from .config import Settings
 from .embed.base import Embedder, crop
 from .errors import InputError, PeoplemapError
-from .indexing import IndexSummary, _plan, _Pending, _under, _write, diff_folder, forget_gone
+from .indexing import IndexSummary, _plan, _Pending, _write, diff_folder, finish_run
 from .indexing_work import Decoded, Job, _thread_work, scale_box
-from .ingest import DecodedImage, FileEntry, Skipped
+from .ingest import DecodedImage, FileEntry
 from .types import ProgressCallback, Region, no_progress
 
 if TYPE_CHECKING:
@@ -139,16 +139,7 @@ def index_folder_ray(lib: "Library", folder: str, embedder: Embedder, *, options
             finally:
                 results.close()  # stop Ray Data's execution before the session ends
 
-    t = time.perf_counter()
-    forget_gone(lib, plan)
-    summary.removed = len(plan.gone_images)
-    stages["write"] += time.perf_counter() - t
-    lo, hi = _under(root)
-    summary.skipped = [Skipped(p, r) for p, r in lib.catalog.query(
-        "SELECT path, reason FROM skipped WHERE path >= ? AND path < ? ORDER BY path", (lo, hi))]
-    summary.seconds = time.perf_counter() - t_start
-    summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}
-    return summary
+    return finish_run(lib, root, plan, summary, stages, t_start)
 
 
 def _write_all(lib: "Library", set_id: int, embedder: Embedder, results: Iterator[Decoded],

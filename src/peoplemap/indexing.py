@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Iterator, Optional
 
 import numpy as np
 
-from .catalog import Catalog, vector_to_blob
+from .catalog import vector_to_blob
 from .config import Settings
 from .embed.base import Embedder, crop
 from .errors import InputError
@@ -84,7 +84,6 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     root = os.path.abspath(os.path.expanduser(str(folder)))
     if not os.path.isdir(root):
         raise InputError(f"{folder!r} is not a folder")
-    cat: Catalog = lib.catalog
     settings: Settings = lib.settings
     t_start = time.perf_counter()
     stages = {"scan": 0.0, "decode_wait": 0.0, "detect": 0.0, "prepare": 0.0, "embed": 0.0,
@@ -145,13 +144,18 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
         if in_flight is not None:
             land(in_flight)
 
-    # -- forget what is gone; record scan-level problems ---------------------------------------
+    return finish_run(lib, root, plan, summary, stages, t_start)
+
+
+def finish_run(lib: "Library", root: str, plan: "FolderDiff", summary: IndexSummary,
+               stages: dict[str, float], t_start: float) -> IndexSummary:
+    """Forget what is gone, record scan-level problems, and complete the summary (skipped files
+    under `root`, timings). The end of a local run and of a Ray run alike."""
     t = time.perf_counter()
     forget_gone(lib, plan)
     summary.removed = len(plan.gone_images)
     stages["write"] += time.perf_counter() - t
-
-    summary.skipped = [Skipped(p, r) for p, r in cat.query(
+    summary.skipped = [Skipped(p, r) for p, r in lib.catalog.query(
         "SELECT path, reason FROM skipped WHERE path >= ? AND path < ? ORDER BY path", _under(root))]
     summary.seconds = time.perf_counter() - t_start
     summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}

@@ -249,8 +249,6 @@ class BodyEmbedder:
     def _load(self) -> Session:
         log.info("loading the body model from %s (exported from %s)", self.onnx_path, self.weights)
         session = load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp), self.settings)
-        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
-                 session.threads)
         return session
 
 

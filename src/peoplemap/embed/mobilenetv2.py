@@ -196,8 +196,6 @@ class MobileNetV2Embedder:
     def _load(self) -> Session:
         log.info("loading mobilenetv2 from %s (exported from %s)", self.onnx_path, self.weights)
         session = load_or_export(self.onnx_path, lambda tmp: _export(self.weights, tmp), self.settings)
-        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
-                 session.threads)
         return session
 
 

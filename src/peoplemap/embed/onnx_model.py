@@ -172,8 +172,6 @@ class OnnxEmbedder:
             log.warning("%s does not run in OpenVINO (%s); using onnxruntime instead", self.path.name, e)
             session = make_session(self.path, self.settings.threads, "onnxruntime", "fp32")
             self._inspect(session)
-        log.info("%s runs in %s (%s, %d threads)", self.name, session.runtime, session.precision,
-                 session.threads)
         return session
 
     def _inspect(self, session: Session) -> None:

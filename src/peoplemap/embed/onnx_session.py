@@ -369,6 +369,8 @@ def make_session(path: str | os.PathLike[str], threads: int = 0, runtime: str = 
             else:
                 session = OrtSession(_new_session(key[0], n), n)
             _sessions[key] = session
+            log.info("%s runs in %s (%s, %d threads)", os.path.basename(key[0]), session.runtime,
+                     session.precision, session.threads)
         return session
 
 

@@ -84,6 +84,18 @@ def current_model(lib: "Library") -> Optional[str]:
     return names[-1]
 
 
+def open_page(title: str, when_empty: str = "") -> "Optional[tuple[Library, str]]":
+    """Draw a page's title; (library, vector set shown) or None (after saying so) when nothing is
+    indexed yet. when_empty: what to add to the "index a folder first" hint."""
+    st.title(title)
+    lib = library()
+    model = current_model(lib)
+    if model is None:
+        st.info("The library is empty: index a folder on the Index page first" + (when_empty or "."))
+        return None
+    return lib, model
+
+
 class StreamlitProgress:
     """A Library progress callback drawn as one st.progress bar (at most ~10 redraws a second)."""
 

@@ -187,12 +187,10 @@ def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int]
 
 
 def page() -> None:
-    st.title("Clusters")
-    lib = common.library()
-    model = common.current_model(lib)
-    if model is None:
-        st.info("The library is empty: index a folder on the Index page first.")
+    opened = common.open_page("Clusters")
+    if opened is None:
         return
+    lib, model = opened
     c = lib.clustering(model)
     if c is None:
         st.info("This library is not clustered yet. Clustering groups the indexed items by person; "

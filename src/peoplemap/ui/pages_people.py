@@ -193,12 +193,10 @@ def _detail(lib: "Library", model: str, p: "Person", everyone: list["Person"]) -
 
 
 def page() -> None:
-    st.title("People")
-    lib = common.library()
-    model = common.current_model(lib)
-    if model is None:
-        st.info("The library is empty: index a folder on the Index page first.")
+    opened = common.open_page("People")
+    if opened is None:
         return
+    lib, model = opened
     flash = st.session_state.pop(FLASH, None)
     if flash:
         st.success(common.md_escape(flash))  # names are shown as typed, not as Markdown

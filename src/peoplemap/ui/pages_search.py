@@ -182,13 +182,10 @@ def _many_regions(img: Optional["DecodedImage"], results: list["QueryResult"], w
 
 
 def page() -> None:
-    st.title("Search")
-    lib = common.library()
-    model = common.current_model(lib)
-    if model is None:
-        st.info("The library is empty: index a folder on the Index page first, then search it "
-                "with a photo.")
+    opened = common.open_page("Search", ", then search it with a photo.")
+    if opened is None:
         return
+    lib, model = opened
     up = st.file_uploader("Query photo", type=UPLOAD_TYPES,
                           help=f"Up to {lib.settings.max_upload_mb} MB. The photo is only compared, "
                                "never added to the library.")
