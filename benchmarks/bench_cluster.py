@@ -24,7 +24,7 @@ DEFAULT_NS = (1_000, 3_000, 10_000, 30_000, 100_000, 300_000, 1_000_000)
 SEED_NS = (1_000, 3_000, 10_000)
 
 
-def child(profile: str, n: int, seed: int) -> None:
+def child(profile: str, n: int, seed: int, algorithm: str = "auto") -> None:
     import numpy as np
 
     from peoplemap.cluster import Clusterer
@@ -37,10 +37,10 @@ def child(profile: str, n: int, seed: int) -> None:
     X, y = make_embeddings(n, seed=seed)
     base = rss_mb()
     t0 = time.perf_counter()
-    c = Clusterer(profile).fit(X)
+    c = Clusterer(profile, algorithm=algorithm).fit(X)
     fit_s = time.perf_counter() - t0
     p, r, f = bcubed_prf(y, c.labels_)
-    out = {"profile": profile, "n": n, "identities": int(y.max() + 1), "fit_s": round(fit_s, 3),
+    out = {"profile": profile, "algorithm": c.params_["algorithm"], "n": n, "identities": int(y.max() + 1), "fit_s": round(fit_s, 3),
            "peak_rss_mb": peak_rss_mb(), "rss_before_fit_mb": base,
            "bcubed_p": round(p, 4), "bcubed_r": round(r, 4), "bcubed_f": round(f, 4),
            "n_clusters": int(c.n_clusters_), "noise_fraction": round(float(np.mean(c.labels_ == NOISE)), 4)}
@@ -91,11 +91,14 @@ def main() -> None:
     ap.add_argument("--ns", type=int, nargs="*", default=list(DEFAULT_NS))
     ap.add_argument("--seed-ns", type=int, nargs="*", default=list(SEED_NS))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--algorithm", default="auto",
+                    help="Clusterer algorithm for the default profile: auto (exact HDBSCAN up to 5,000 "
+                         "points, kNN graph above), best (exact), knn-graph")
     ap.add_argument("--no-results", action="store_true")
     ap.add_argument("--child", nargs=2, metavar=("PROFILE", "N"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        child(a.child[0], int(a.child[1]), a.seed)
+        child(a.child[0], int(a.child[1]), a.seed, a.algorithm)
         return
 
     t_start = time.perf_counter()
@@ -111,7 +114,8 @@ def main() -> None:
             rows.append({"profile": prof, "n": n, "status": "skipped (--max-seconds reached)"})
             continue
         budget = min(a.budget, left)
-        res = run_child([sys.executable, __file__, "--child", prof, str(n), "--seed", str(a.seed)], budget)
+        res = run_child([sys.executable, __file__, "--child", prof, str(n), "--seed", str(a.seed),
+                         "--algorithm", a.algorithm if prof == "default" else "auto"], budget)
         res.setdefault("profile", prof)
         res.setdefault("n", n)
         rows.append(res)
@@ -119,7 +123,7 @@ def main() -> None:
         if res.get("status") != "ok":
             stopped.add(prof)
 
-    png = BENCH_DIR / "plots" / "cluster_scaling.png"
+    png = BENCH_DIR / "plots" / ("cluster_scaling.png" if a.algorithm == "auto" else f"cluster_scaling-{a.algorithm}.png")
     try:
         plot(rows, png)
     except ImportError:
@@ -130,8 +134,9 @@ def main() -> None:
             "runs": rows}
     print_json(data)
     if not a.no_results:
-        cmd = f".venv/bin/python benchmarks/bench_cluster.py --budget {a.budget:g} --max-seconds {a.max_seconds:g}"
-        table = [{"profile": r["profile"], "N": r["n"], "status": r.get("status"), "fit_s": r.get("fit_s"),
+        cmd = (f".venv/bin/python benchmarks/bench_cluster.py --budget {a.budget:g} --max-seconds {a.max_seconds:g}"
+               f" --ns {' '.join(map(str, a.ns))} --seed-ns {' '.join(map(str, a.seed_ns))} --algorithm {a.algorithm}")
+        table = [{"profile": r["profile"], "algorithm": r.get("algorithm"), "N": r["n"], "status": r.get("status"), "fit_s": r.get("fit_s"),
                   "peak_rss_mb": r.get("peak_rss_mb"), "bcubed_f": r.get("bcubed_f"),
                   "bcubed_p": r.get("bcubed_p"), "bcubed_r": r.get("bcubed_r"),
                   "n_clusters": r.get("n_clusters"), "identities": r.get("identities"),
