@@ -152,7 +152,7 @@ def test_readers_while_index_writes(folder: Path, tmp_path: Path, settings: Sett
                 assert [it.id for it in items] == [h.item_id for h in res[0].hits]
                 reader.clusters()
                 info = reader.info()
-                seen_sizes.add(info["items"])
+                seen_sizes.add(info.items)
                 counts["thread"] += 1
             except BaseException as e:  # noqa: BLE001  (every failure is the finding)
                 errors.append(e)
@@ -190,4 +190,4 @@ def test_readers_while_index_writes(folder: Path, tmp_path: Path, settings: Sett
     assert not any("database is locked" in t for t in texts)
     assert not any("Traceback" in t for t in texts)
     with Library.open(lib_dir, settings=settings) as lib:
-        assert lib.info()["items"] == N_IMAGES + 40
+        assert lib.info().items == N_IMAGES + 40

@@ -351,7 +351,7 @@ def test_query_limits_come_from_the_library_settings(tmp_path: Path, settings: S
     s = Settings(cache_dir=settings.cache_dir, max_image_pixels=1000)
     with Library.open(tmp_path / "lib", create=True, settings=s) as lib:
         lib.index(photos, model="fake")  # 64x80 = 5120 pixels: all refused at index time
-        assert lib.info()["images"] == 0
+        assert lib.info().images == 0
         assert all("image too large" in s.reason for s in lib.skipped())
         with pytest.raises(InputError):
             lib.search(_jpeg_bytes((100, 100)), k=2, model=None)

@@ -2,24 +2,25 @@
 deleting a library. Thin wrappers over Library."""
 from __future__ import annotations
 
-import json
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
-from .cli import LIBRARY_HELP, _open, main
+from .common import library_option, open_library, print_json
 
-_MODEL = click.option("--model", "-m", default=None,
-                      help="Vector set (default: the latest indexed).")
-_LIB = click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+if TYPE_CHECKING:
+    from ..responses import Person
+
+model_option = click.option("--model", "-m", default=None, help="Vector set (default: the latest indexed).")
 
 
-def _show(p) -> str:
+def show(p: "Person") -> str:
+    """One line for a person: id, label, (hidden), size."""
     hidden = " (hidden)" if p.hidden else ""
     return f"{p.id:5d}  {p.label}{hidden}: {p.size} items"
 
 
-@main.group()
+@click.group()
 def people() -> None:
     """List, name, merge, split, hide and forget people (the clusters of a library).
 
@@ -31,33 +32,34 @@ def people() -> None:
 
 
 @people.command("list")
-@_LIB
-@_MODEL
+@library_option
+@model_option
 @click.option("--all", "show_all", is_flag=True, help="Include hidden people.")
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array of people: id, name, hidden, size, item_ids.")
 def list_cmd(library: str, model: Optional[str], show_all: bool, as_json: bool) -> None:
     """List the people of a library, largest first.
 
     \b
     Example:
       peoplemap people list --library people.lib --all
+      peoplemap people list --library people.lib --json
     """
-    found = _open(library).people(model, include_hidden=show_all)
+    found = open_library(library).people(model, include_hidden=show_all)
     if as_json:
-        click.echo(json.dumps([dict(id=p.id, name=p.name, hidden=p.hidden, size=p.size,
-                                    item_ids=p.item_ids) for p in found], indent=1, ensure_ascii=False))
+        print_json(found)
         return
     if not found:
         click.echo("No people yet: run `peoplemap cluster` first.")
     for p in found:
-        click.echo(_show(p))
+        click.echo(show(p))
 
 
 @people.command("name")
 @click.argument("person")
 @click.argument("name")
-@_LIB
-@_MODEL
+@library_option
+@model_option
 def name_cmd(person: str, name: str, library: str, model: Optional[str]) -> None:
     """Give PERSON (an id or a current name) a NAME; it survives re-indexing and re-clustering.
 
@@ -65,14 +67,14 @@ def name_cmd(person: str, name: str, library: str, model: Optional[str]) -> None
     Example:
       peoplemap people name 3 "Ada Lovelace" --library people.lib
     """
-    click.echo(_show(_open(library).name_person(person, name, model)))
+    click.echo(show(open_library(library).name_person(person, name, model)))
 
 
 @people.command("merge")
 @click.argument("target")
 @click.argument("others", nargs=-1, required=True)
-@_LIB
-@_MODEL
+@library_option
+@model_option
 def merge_cmd(target: str, others: tuple[str, ...], library: str, model: Optional[str]) -> None:
     """Merge OTHERS into TARGET: they are one person.
 
@@ -80,14 +82,14 @@ def merge_cmd(target: str, others: tuple[str, ...], library: str, model: Optiona
     Example:
       peoplemap people merge "Ada Lovelace" 7 12 --library people.lib
     """
-    click.echo(_show(_open(library).merge_people(target, list(others), model)))
+    click.echo(show(open_library(library).merge_people(target, list(others), model)))
 
 
 @people.command("split")
 @click.argument("person")
 @click.argument("item_ids", nargs=-1, required=True, type=int)
-@_LIB
-@_MODEL
+@library_option
+@model_option
 @click.option("--name", default=None, help="Name for the new person.")
 def split_cmd(person: str, item_ids: tuple[int, ...], library: str, model: Optional[str],
               name: Optional[str]) -> None:
@@ -97,13 +99,13 @@ def split_cmd(person: str, item_ids: tuple[int, ...], library: str, model: Optio
     Example:
       peoplemap people split 3 1041 1042 --library people.lib --name "Someone else"
     """
-    click.echo(_show(_open(library).split_person(person, list(item_ids), model, name)))
+    click.echo(show(open_library(library).split_person(person, list(item_ids), model, name)))
 
 
 @people.command("hide")
 @click.argument("person")
-@_LIB
-@_MODEL
+@library_option
+@model_option
 @click.option("--unhide", is_flag=True, help="Show the person again.")
 def hide_cmd(person: str, library: str, model: Optional[str], unhide: bool) -> None:
     """Hide PERSON from lists and the app (nothing is deleted; see `forget`).
@@ -112,13 +114,13 @@ def hide_cmd(person: str, library: str, model: Optional[str], unhide: bool) -> N
     Example:
       peoplemap people hide 5 --library people.lib
     """
-    click.echo(_show(_open(library).hide_person(person, not unhide, model)))
+    click.echo(show(open_library(library).hide_person(person, not unhide, model)))
 
 
 @people.command("forget")
 @click.argument("person")
-@_LIB
-@_MODEL
+@library_option
+@model_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def forget_cmd(person: str, library: str, model: Optional[str], yes: bool) -> None:
     """Delete PERSON's items, face vectors and derived data from the library for good.
@@ -129,7 +131,7 @@ def forget_cmd(person: str, library: str, model: Optional[str], yes: bool) -> No
     Example:
       peoplemap people forget "Ada Lovelace" --library people.lib --yes
     """
-    lib = _open(library)
+    lib = open_library(library)
     p = lib.person(person, model)
     if not yes:
         click.confirm(f"Forget {p.label} ({p.size} items)? This cannot be undone", abort=True)
@@ -137,7 +139,7 @@ def forget_cmd(person: str, library: str, model: Optional[str], yes: bool) -> No
     click.echo(f"Forgot {p.label}: {n} items removed. Run `peoplemap cluster` to refresh clusters.")
 
 
-@main.group("library")
+@click.group("library")
 def library_group() -> None:
     """Manage a library as a whole.
 
@@ -148,7 +150,7 @@ def library_group() -> None:
 
 
 @library_group.command("delete")
-@_LIB
+@library_option
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete_cmd(library: str, yes: bool) -> None:
     """Delete a library folder completely (vectors, clusters, names). Originals are untouched.
@@ -157,9 +159,13 @@ def delete_cmd(library: str, yes: bool) -> None:
     Example:
       peoplemap library delete --library people.lib --yes
     """
-    lib = _open(library)
+    lib = open_library(library)
     if not yes:
         click.confirm(f"Delete the library {lib.path} and everything in it?", abort=True)
     path = lib.path
     lib.delete()
     click.echo(f"Deleted {path}")
+
+
+COMMANDS = [people, library_group]
+"""Registered on the `peoplemap` group by `peoplemap.cli`."""

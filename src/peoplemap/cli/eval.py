@@ -1,15 +1,11 @@
-"""`peoplemap eval`: score a model and clustering profile on a labeled folder (see eval_runner).
-
-Registers itself on the `peoplemap` group when imported (cli.py imports it at the bottom).
-"""
+"""`peoplemap eval`: score a model and clustering profile on a labeled folder (see eval_runner)."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import click
 
-from .cli import _progress_bar, main
+from .common import print_json, progress_bar
 
 CAMERA_HELP = (
     "Regex searched in each file NAME; its first capture group (or the whole match) is the "
@@ -50,17 +46,18 @@ def eval_command(folder: str, model: Optional[str], profile: str, min_cluster_si
       peoplemap eval ../shared/data/yale_faces --baseline seed
       peoplemap eval ../shared/data/col780_reid_2cam_8angle --camera-pattern '^(\\d\\d)_' --json
     """
-    from .eval_runner import evaluate_folder
+    from ..eval_runner import evaluate_folder
 
-    with _progress_bar("") as cb:
+    with progress_bar("") as cb:
         report = evaluate_folder(folder, model=model, profile=profile,
                                  min_cluster_size=min_cluster_size, baseline=baseline,
                                  camera_pattern=camera_pattern, keep_library=keep_library,
                                  progress=cb)
     if as_json:
-        click.echo(json.dumps(report.to_json(), indent=1, ensure_ascii=False))
+        print_json(report)
         return
     click.echo(report.format_table())
 
 
-main.add_command(eval_command)
+COMMANDS = [eval_command]
+"""Registered on the `peoplemap` group by `peoplemap.cli`."""

@@ -1,87 +1,21 @@
-"""The `peoplemap` command: a thin layer over peoplemap.Library.
-
-Library errors become `Error: ...` with exit code 1 and no traceback. Heavy packages are imported
-inside the commands, so `peoplemap --help` is fast and works without any model installed.
-"""
+"""`peoplemap index / cluster / search / export / info / models / ui`: the stages of a library."""
 from __future__ import annotations
 
 import json
 import logging
 import sys
-from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Optional
 
 import click
 
-from .errors import PeoplemapError
+from .common import library_option, open_library, print_json, progress_bar
 
-LIBRARY_HELP = "Library folder (created by `index` if missing)."
-
-
-class _Group(click.Group):
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except PeoplemapError as e:
-            click.echo(f"Error: {e}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("Interrupted; work committed so far is kept. Run the command again to "
-                       "continue.", err=True)
-            sys.exit(130)
+JSON_SUMMARY = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 
 
-@contextmanager
-def _progress_bar(desc: str) -> Iterator:
-    """A progress callback rendered as a tqdm bar on stderr (quiet when not a terminal)."""
-    from tqdm import tqdm
-
-    bars: dict[str, tqdm] = {}
-
-    def cb(stage: str, done: int, total: Optional[int]) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = tqdm(total=total, desc=f"{desc} {stage}".strip(), unit="file"
-                                     if stage == "index" else "step", file=sys.stderr,
-                                     disable=None, leave=False)
-        if total is not None and bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield cb
-    finally:
-        for b in bars.values():
-            b.close()
-
-
-def _open(library: str, create: bool = False):
-    from .library import Library
-
-    return Library.open(library, create=create)
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="Log more (-v info, -vv debug).")
-@click.version_option(package_name="peoplemap")
-def main(verbose: int) -> None:
-    """Find out who is in a pile of images: index a folder, group it by person, search by photo.
-
-    \b
-    Example:
-      peoplemap index ~/Pictures --library people.lib
-      peoplemap cluster --library people.lib
-      peoplemap search me.jpg --library people.lib -k 5
-      peoplemap ui --library people.lib
-    """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-@main.command()
+@click.command()
 @click.argument("photos_dir", type=click.Path(file_okay=False))
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@library_option
 @click.option("--model", "-m", default=None,
               help="Embedding model (default: face; PEOPLEMAP_DEFAULT_MODEL to change); "
                    "`peoplemap models` lists them.")
@@ -99,7 +33,7 @@ def main(verbose: int) -> None:
 @click.option("--search-index", type=click.Choice(["auto", "ivfpq"]), default="auto", show_default=True,
               help="ivfpq: then build the search index in chunks from the stored vectors (IVF-PQ, "
                    "for millions of items); auto: search builds its index when first needed.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@JSON_SUMMARY
 def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, engine: str,
           ray_address: Optional[str], ray_workers: Optional[int], ray_gpus_per_worker: float,
           search_index: str, as_json: bool) -> None:
@@ -118,7 +52,7 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
     """
     eng: object = engine
     if engine == "ray":
-        from .engine_ray import RayOptions, require_ray
+        from ..engine_ray import RayOptions, require_ray
 
         eng = RayOptions(address=ray_address, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker)
         require_ray()
@@ -128,22 +62,22 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
                 h.setLevel(max(h.level, logging.getLogger().getEffectiveLevel()))
     elif ray_address or ray_workers or ray_gpus_per_worker:
         raise click.UsageError("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
-    lib = _open(library, create=True)
-    with _progress_bar("") as cb:
+    lib = open_library(library, create=True)
+    with progress_bar("") as cb:
         s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb, engine=eng)
         if search_index == "ivfpq":
-            from .index_build import build_ivfpq
+            from ..index_build import build_ivfpq
 
             built = build_ivfpq(lib, s.model, progress=cb)
             if not as_json:
                 click.echo(f"Built an ivfpq search index of {len(built)} items.")
     if as_json:
-        click.echo(json.dumps(s.to_json(), indent=1))
+        print_json(s)
         return
     click.echo(f"Indexed {s.folder} with {s.model} in {s.seconds:.1f}s: {s.files_seen} files, "
                f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.removed} removed; "
                f"{s.items_added} items added" + (f" ({s.reused} reused identical images)" if s.reused else ""))
-    a = getattr(s, "assignment", None)
+    a = s.assignment
     if a is not None and a.new_items:
         click.echo(f"Placed {a.assigned} of {a.new_items} new items with existing people in "
                    f"{a.seconds:.1f}s ({a.unsorted} unsorted); `peoplemap cluster` regroups everything "
@@ -163,14 +97,14 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
             click.echo(f"  ... and {len(s.skipped) - 50} more (`peoplemap info` lists them all)")
 
 
-@main.command()
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.command()
+@library_option
 @click.option("--model", "-m", default=None, help="Vector set to cluster (default: the latest indexed).")
 @click.option("--profile", type=click.Choice(["default", "seed"]), default="default", show_default=True,
               help="`seed` reproduces the original design: StandardScaler, PCA(50), HDBSCAN(3).")
 @click.option("--min-cluster-size", type=click.IntRange(min=2), default=None,
               help="Smallest group that counts as a cluster (profile default if not given).")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@JSON_SUMMARY
 def cluster(library: str, model: Optional[str], profile: str, min_cluster_size: Optional[int],
             as_json: bool) -> None:
     """Group the library's items into clusters; the rest are "unsorted".
@@ -178,20 +112,21 @@ def cluster(library: str, model: Optional[str], profile: str, min_cluster_size: 
     \b
     Example:
       peoplemap cluster --library people.lib --profile seed --min-cluster-size 3
+      peoplemap cluster --library people.lib --json
     """
-    lib = _open(library)
-    with _progress_bar("") as cb:
+    lib = open_library(library)
+    with progress_bar("") as cb:
         s = lib.cluster(model=model, profile=profile, min_cluster_size=min_cluster_size, progress=cb)
     if as_json:
-        click.echo(json.dumps(s.to_json(), indent=1))
+        print_json(s)
         return
     click.echo(f"Clustered {s.n_items} {s.model} items with profile {s.profile} in {s.seconds:.1f}s: "
                f"{s.n_clusters} clusters, {s.n_noise} unsorted.")
 
 
-@main.command()
+@click.command()
 @click.argument("query_images", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@library_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
               help="Number of hits per query.")
 @click.option("--model", "-m", default=None, help="Vector set to search (default: the latest indexed).")
@@ -204,13 +139,10 @@ def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[
     Example:
       peoplemap search me.jpg friend.png --library people.lib -k 5 --json
     """
-    lib = _open(library)
-    out = []
-    for q in query_images:
-        for r in lib.search(q, k=k, model=model):
-            out.append(r)
+    lib = open_library(library)
+    out = [r for q in query_images for r in lib.search(q, k=k, model=model)]
     if as_json:
-        click.echo(json.dumps([r.to_json() for r in out], indent=1, ensure_ascii=False))
+        print_json(out)
         return
     for r in out:
         who = r.person or (f"person {r.person_id}" if r.person_id is not None else None)
@@ -224,8 +156,8 @@ def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[
             click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {c:12s} {who:16s} {h.path}")
 
 
-@main.command()
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.command()
+@library_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "folders"]), required=True,
               help="csv/json: one row per item; folders: a folder of links per cluster.")
 @click.option("--out", "-o", required=True, type=click.Path(), help="File (csv, json) or new folder.")
@@ -237,13 +169,12 @@ def export(library: str, fmt: str, out: str, model: Optional[str]) -> None:
     Example:
       peoplemap export --library people.lib --format folders --out by-person/
     """
-    lib = _open(library)
-    path = lib.export(fmt, out, model=model)
+    path = open_library(library).export(fmt, out, model=model)
     click.echo(f"Wrote {path}")
 
 
-@main.command()
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.command()
+@library_option
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def info(library: str, as_json: bool) -> None:
     """Show what a library holds: counts, models, clusterings, skipped files, last runs.
@@ -252,32 +183,31 @@ def info(library: str, as_json: bool) -> None:
     Example:
       peoplemap info --library people.lib
     """
-    lib = _open(library)
-    d = lib.info()
+    d = open_library(library).info()
     if as_json:
-        click.echo(json.dumps(d, indent=1, ensure_ascii=False))
+        print_json(d)
         return
-    click.echo(f"Library {d['library']}: {d['images']} images, {d['items']} items")
-    for m in d["models"]:
-        c = m["clustering"]
+    click.echo(f"Library {d.library}: {d.images} images, {d.items} items")
+    for m in d.models:
+        c = m.clustering
         cl = ("not clustered" if c is None else
-              f"{c['clusters']} clusters, {c['unsorted']} unsorted (profile {c['profile']}"
-              + (", stale: re-run cluster" if c["stale"] else "") + ")")
-        click.echo(f"  {m['model']} ({m['item_kind']}, {m['dim']}-d): {m['items']} items from "
-                   f"{m['images']} images; {cl}")
-        if m["images_without_items"]:
-            click.echo(f"  images with no {m['item_kind']} ({len(m['images_without_items'])}):")
-            for p in m["images_without_items"]:
+              f"{c.clusters} clusters, {c.unsorted} unsorted (profile {c.profile}"
+              + (", stale: re-run cluster" if c.stale else "") + ")")
+        click.echo(f"  {m.model} ({m.item_kind}, {m.dim}-d): {m.items} items from "
+                   f"{m.images} images; {cl}")
+        if m.images_without_items:
+            click.echo(f"  images with no {m.item_kind} ({len(m.images_without_items)}):")
+            for p in m.images_without_items:
                 click.echo(f"    {p!r}")
-    if d["skipped"]:
-        click.echo(f"Skipped files ({len(d['skipped'])}):")
-        for s in d["skipped"]:
-            click.echo(f"  {s['path']!r}: {s['reason']}")
-    for r in d["last_runs"][:3]:
-        click.echo(f"Run: {r['kind']} {r['status']} {json.dumps(r['params'])}")
+    if d.skipped:
+        click.echo(f"Skipped files ({len(d.skipped)}):")
+        for s in d.skipped:
+            click.echo(f"  {s.path!r}: {s.reason}")
+    for r in d.last_runs[:3]:
+        click.echo(f"Run: {r.kind} {r.status} {json.dumps(r.params)}")
 
 
-@main.command()
+@click.command()
 def models() -> None:
     """List the embedding models this installation can use.
 
@@ -285,14 +215,14 @@ def models() -> None:
     Example:
       peoplemap models
     """
-    from .embed.registry import available_models
+    from ..embed.registry import available_models
 
     for name, desc in available_models().items():
         click.echo(f"{name:14s} {desc}")
 
 
-@main.command()
-@click.option("--library", "-l", required=True, help=LIBRARY_HELP)
+@click.command()
+@library_option
 @click.option("--port", type=int, default=8501, show_default=True)
 @click.option("--address", default="localhost", show_default=True,
               help="Interface to listen on (localhost keeps the app private to this machine).")
@@ -303,16 +233,12 @@ def ui(library: str, port: int, address: str) -> None:
     Example:
       peoplemap ui --library people.lib --port 8501
     """
-    from .ui.launch import run_app
+    from ..ui.launch import run_app
 
-    lib = _open(library, create=True)
+    lib = open_library(library, create=True)
     lib.close()
     sys.exit(run_app(str(lib.path), port=port, address=address))
 
 
-from . import cli_eval  # noqa: E402,F401  (registers `peoplemap eval`)
-from . import cli_people  # noqa: E402,F401  (registers `peoplemap people`, `peoplemap library`)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+COMMANDS = [index, cluster, search, export, info, models, ui]
+"""Registered on the `peoplemap` group by `peoplemap.cli`."""
