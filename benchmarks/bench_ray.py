@@ -132,7 +132,7 @@ def driver_costs(n: int, dim: int = 128) -> dict:
     with tempfile.TemporaryDirectory(prefix="peoplemap-ray-driver-") as tmp:
         lib = Library.open(Path(tmp) / "lib", create=True, settings=load_settings(cache_dir=tmp))
         e = Generated(dim)
-        set_id = lib._ensure_vector_set(e, rebuild=False)
+        set_id = lib.ensure_vector_set(e, rebuild=False)
         t = time.perf_counter()
         decoded = [dec for tbl in tables for _i, dec, _s in _decode_rows(tbl, jobs, dim)]
         t_rows = time.perf_counter() - t

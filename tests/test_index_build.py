@@ -12,7 +12,7 @@ import pytest
 from peoplemap import Library
 from peoplemap.config import Settings
 from peoplemap.errors import InputError
-from peoplemap.index_build import build_ivfpq, item_id_shards, sample_item_ids
+from peoplemap.index_build import build_ivfpq
 from peoplemap.search import VectorIndex, ivfpq_nlist, ivfpq_spec
 
 from test_search import brute_force, clustered, unit
@@ -100,12 +100,12 @@ def big_lib(tmp_path):
 def test_shards_and_sample_cover_the_set(big_lib):
     lib, X, ids, _rng = big_lib
     set_id = lib.vector_set(MODEL).id
-    shards = list(item_id_shards(lib, set_id, 1000))
+    shards = list(lib.store.items.id_shards(set_id, 1000))
     assert [len(s) for s in shards] == [1000] * 6
     np.testing.assert_array_equal(np.concatenate(shards), ids)
-    sample = sample_item_ids(lib, set_id, 500)
+    sample = lib.store.items.sample_ids(set_id, 500)
     assert len(sample) == 500 and np.isin(sample, ids).all() and (np.diff(sample) > 0).all()
-    np.testing.assert_array_equal(sample, sample_item_ids(lib, set_id, 500))  # deterministic
+    np.testing.assert_array_equal(sample, lib.store.items.sample_ids(set_id, 500))  # deterministic
     # spread over the whole set, not its first rows
     assert sample.min() < ids[600] and sample.max() > ids[-600]
 

@@ -262,7 +262,7 @@ def test_connections_of_finished_threads_are_closed(library, photos):
         t.start()
         t.join()
     library.labels("fake")
-    assert len(library.catalog._all) <= 3
+    assert library.catalog.connections() <= 3
 
 
 def test_model_failure_mid_run_keeps_whole_batches_and_resumes(tmp_path, settings, monkeypatch):
@@ -308,6 +308,7 @@ def test_model_runs_in_its_own_thread_on_preprocessed_batches(tmp_path, settings
 
     class TwoPhase(FakeEmbedder):
         name = "fake-two-phase"
+        two_phase = True
 
         def preprocess(self, crops):
             threads["preprocess"].add(threading.current_thread().name)

@@ -305,9 +305,7 @@ def camera_of(rx: re.Pattern[str], name: str) -> Optional[str]:
 def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _Labeled:
     """Map the model's items under root back to identity folders, drop duplicates, one per image."""
     t = time.perf_counter()
-    prefix = root.rstrip(os.sep) + os.sep
-    images = lib.catalog.query("SELECT id, path, sha256 FROM images WHERE path >= ? AND path < ? "
-                               "ORDER BY path", (prefix, prefix + "\U0010ffff"))
+    images = lib.store.images.under(root)
     labeled: list[tuple[int, str, str, str]] = []  # image id, path, sha256, identity
     ignored = 0
     for (image_id, path, sha), parts in zip(images, _parts(root, (r[1] for r in images))):

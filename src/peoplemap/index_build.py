@@ -41,47 +41,40 @@ def build_ivfpq(lib: "Library", model: Optional[str] = None, *, shard: int = SHA
                 progress: ProgressCallback = no_progress) -> "VectorIndex":
     """An "ivfpq" index of the vector set of `model`, built from the catalog in shards; with
     save=True it becomes the library's search index (`Library.index_for`, `Library.search`)."""
-    from .search import IVFPQ_MIN_TRAIN, VectorIndex, _check_vectors, _new_faiss_index
-    from .searching import _content_stamp
+    from .search import IVFPQ_MIN_TRAIN, VectorIndex, check_vectors
+    from .searching import content_stamp
 
     if isinstance(shard, bool) or not isinstance(shard, int) or shard < 1:
         raise InputError(f"shard must be an integer >= 1, got {shard!r}")
     t0 = time.perf_counter()
     s = lib.vector_set(model)
-    stamp = f"{_content_stamp(lib, s)}|{s.generation}:{s.n_items}"
+    stamp = f"{content_stamp(lib, s)}|{s.generation}:{s.n_items}"
     n = s.n_items
     if n < IVFPQ_MIN_TRAIN:
         raise InputError(f"an ivfpq index needs at least {IVFPQ_MIN_TRAIN} items; the {s.model} set "
                          f"has {n} (search builds an exact index for it by itself)")
     t = time.perf_counter()
-    picked = sample_item_ids(lib, s.id, _train_size(n, train_size))
+    picked = lib.store.items.sample_ids(s.id, _train_size(n, train_size))
     _ids, sample = lib.vectors(s.model, ids=picked.tolist())
     dim = sample.shape[1]  # the stored dimension, or the whitened one for sets with a whitening
-    sample = _check_vectors(sample, dim, "stored vectors")
-    index = VectorIndex(_new_faiss_index("ivfpq", dim, n), "ivfpq", stamp)
-    inner = index._index  # the IndexIDMap2: trained and filled here without a full matrix
-    inner.train(sample)
-    log.info("ivfpq %s: %d lists, trained on %d of %d items in %.1fs", s.model, _nlist(inner),
+    sample = check_vectors(sample, dim, "stored vectors")
+    index = VectorIndex.empty("ivfpq", dim, n, stamp=stamp)  # trained and filled without a full matrix
+    index.train(sample)
+    log.info("ivfpq %s: %d lists, trained on %d of %d items in %.1fs", s.model, index.nlist,
              len(sample), n, time.perf_counter() - t)
     del sample
 
     done = 0
     progress("ivfpq", 0, n)
-    for ids in item_id_shards(lib, s.id, shard):
+    for ids in lib.store.items.id_shards(s.id, shard):
         got, X = lib.vectors(s.model, ids=ids.tolist())
-        X = _check_vectors(X, dim, "stored vectors")
-        # Catalog primary keys read in ascending order are unique: VectorIndex.add's O(n) duplicate
-        # check against the whole index (per shard) is not needed.
-        inner.add_with_ids(X, np.ascontiguousarray(got, dtype=np.int64))
+        # Catalog primary keys read in ascending order are unique: no duplicate check needed.
+        index.add_new(X, np.ascontiguousarray(got, dtype=np.int64))
         done += len(got)
         progress("ivfpq", done, n)
     log.info("ivfpq %s: %d items in %.1fs", s.model, len(index), time.perf_counter() - t0)
     if save:
-        path = lib.path / "indexes" / f"set-{s.id}.faiss"
-        path.parent.mkdir(exist_ok=True)
-        index.save(path)
-        with lib._lock:  # drop the cached index: the next search loads this one
-            lib._indexes.pop(s.id, None)
+        lib.derived.indexes.keep(s.id, index, save=True)
     return index
 
 
@@ -91,33 +84,3 @@ def _train_size(n: int, asked: Optional[int]) -> int:
     if asked is None:
         asked = min(TRAIN_MAX, TRAIN_PER_LIST * ivfpq_nlist(n))
     return max(IVFPQ_MIN_TRAIN, min(n, int(asked)))
-
-
-def sample_item_ids(lib: "Library", set_id: int, k: int) -> np.ndarray:
-    """k item ids of the set, a deterministic pseudo-random sample (a multiplicative hash of the id
-    orders them; SQLite keeps only the k smallest), ascending."""
-    rows = lib.catalog.query(
-        "SELECT id FROM items WHERE set_id = ? ORDER BY (id * 2654435761) % 4294967296, id LIMIT ?",
-        (set_id, int(k)))
-    return np.sort(np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)))
-
-
-def item_id_shards(lib: "Library", set_id: int, shard: int) -> Iterator[np.ndarray]:
-    """The set's item ids in ascending order, `shard` at a time (keyset pagination: each query
-    starts after the last id seen, so no id list of the whole set is ever held)."""
-    last = -1
-    while True:
-        rows = lib.catalog.query(
-            "SELECT id FROM items WHERE set_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (set_id, last, int(shard)))
-        if not rows:
-            return
-        ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-        last = int(ids[-1])
-        yield ids
-
-
-def _nlist(inner) -> int:
-    import faiss
-
-    return int(faiss.extract_index_ivf(inner.index).nlist)

@@ -1,6 +1,8 @@
 """The Library: a directory holding one SQLite catalog (the source of truth) and derived files.
 
-It is the public API that the CLI and the app both use:
+It is the public API that the CLI and the app both use. It owns no SQL: the catalog is the
+storage package's (`self.store`, one repository per concern), the derived files are
+`self.derived`'s (peoplemap.derived), and who an item belongs to is peoplemap.membership's rule.
 
     lib = Library.open("my-library", create=True)
     lib.index("~/Pictures")                 # faces; model="body" for person crops
@@ -10,88 +12,45 @@ It is the public API that the CLI and the app both use:
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import shutil
 import threading
-import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .catalog import DB_NAME, Catalog, blobs_to_matrix
 from .config import Settings, load_settings
 from .embed.base import Embedder
 from .errors import LibraryBusyError, LibraryError
 from .ingest import Skipped
+from .responses import (ClusterInfo, Clustering, ClusterSummary, ClusteringInfo, LibraryInfo,
+                        ModelInfo, RunInfo, SkippedFile, VectorSetInfo)
+from .derived import DerivedFiles
+from .store import DB_NAME, Store
 from .types import NOISE, Item, ProgressCallback, QueryResult, no_progress
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class VectorSetInfo:
-    id: int
-    model: str
-    version: str
-    dim: int
-    item_kind: str
-    description: dict
-    n_items: int
-    n_images: int
-    generation: int
-
-
-@dataclass(frozen=True)
-class ClusterInfo:
-    id: int
-    size: int
-    item_ids: list[int]
-
-
-@dataclass(frozen=True)
-class ClusterSummary:
-    model: str
-    profile: str
-    params: dict
-    n_items: int
-    n_clusters: int
-    n_noise: int
-    seconds: float
-
-    def to_json(self) -> dict:
-        return dict(self.__dict__)
-
-
-@dataclass(frozen=True)
-class Clustering:
-    """The current clustering of one vector set."""
-
-    id: int
-    set_id: int
-    profile: str
-    params: dict
-    stale: bool
-    """True when vectors were added or removed after this clustering ran."""
-    created_at: float
-
-
 class Library:
     """A peoplemap library directory. Safe to share between threads; one writer at a time."""
 
-    def __init__(self, path: Path, catalog: Catalog, settings: Settings):
+    def __init__(self, path: Path, store: Store, settings: Settings):
         self.path = path
-        self.catalog = catalog
+        self.store = store
+        """The catalog's repositories (peoplemap.store): the only place SQL is written."""
+        self.catalog = store.db
+        """The raw SQLite file (peoplemap.store.Database), for tests and tools that inspect it."""
+        self.derived = DerivedFiles(path)
+        """Search indexes, cluster models, whitenings and thumbnails (peoplemap.derived)."""
         self.settings = settings
         self._embedders: dict[str, Embedder] = {}
-        self._indexes: dict[int, Any] = {}
-        self._cluster_models: dict[int, Any] = {}
-        self._whitenings: dict[int, Any] = {}
         self._lock = threading.RLock()
+        if any(m.invalidates_derived for m in store.migrated):
+            self.derived.indexes.delete()  # saved before ids were stable: rebuilt on next search
 
     # -- opening -------------------------------------------------------------------------------
     @classmethod
@@ -110,10 +69,10 @@ class Library:
                 raise LibraryError(f"{p} is a non-empty folder that is not a peoplemap library; "
                                    "choose a new or empty folder")
             p.mkdir(parents=True, exist_ok=True)
-        return cls(p, Catalog(db), settings or load_settings())
+        return cls(p, Store(db), settings or load_settings())
 
     def close(self) -> None:
-        self.catalog.close()
+        self.store.close()
 
     def __enter__(self) -> "Library":
         return self
@@ -164,13 +123,7 @@ class Library:
             return e
 
     def vector_sets(self) -> list[VectorSetInfo]:
-        rows = self.catalog.query(
-            "SELECT s.id, s.model, s.version, s.dim, s.item_kind, s.description, s.generation, "
-            "(SELECT COUNT(*) FROM items i WHERE i.set_id = s.id), "
-            "(SELECT COUNT(*) FROM processed p WHERE p.set_id = s.id) "
-            "FROM vector_sets s ORDER BY s.id")
-        return [VectorSetInfo(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[7], r[8], r[6])
-                for r in rows]
+        return self.store.sets.all()
 
     def vector_set(self, model: str | None = None) -> VectorSetInfo:
         """The vector set of `model`, or the most recently created one when model is None."""
@@ -187,25 +140,9 @@ class Library:
                            f"{[s.model for s in sets]}. Run `peoplemap index PHOTOS --library "
                            f"{self.path} --model {model}` to add them")
 
-    def _ensure_vector_set(self, e: Embedder, *, rebuild: bool) -> int:
-        row = self.catalog.one("SELECT id, version, dim FROM vector_sets WHERE model = ?", (e.name,))
-        if row is not None:
-            set_id, version, dim = row
-            if version == e.version and dim == e.dim and not rebuild:
-                return int(set_id)
-            if not rebuild:
-                raise LibraryError(
-                    f"the library's {e.name} vectors were made by version {version} ({dim}-d) and the "
-                    f"installed model is version {e.version} ({e.dim}-d); they cannot be mixed. Re-run "
-                    f"with --rebuild to re-extract them")
-            with self.catalog.write() as c:
-                c.execute("DELETE FROM vector_sets WHERE id = ?", (set_id,))
-        with self.catalog.write() as c:
-            return int(c.execute(
-                "INSERT INTO vector_sets(model, version, dim, item_kind, description, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (e.name, e.version, e.dim, e.item_kind, json.dumps(e.describe()), time.time()),
-            ).lastrowid)
+    def ensure_vector_set(self, e: Embedder, *, rebuild: bool) -> int:
+        """The id of the vector set of model `e`, made if missing (or anew with rebuild=True)."""
+        return self.store.sets.ensure(e.name, e.version, e.dim, e.item_kind, e.describe(), rebuild=rebuild)
 
     # -- indexing ------------------------------------------------------------------------------
     def index(self, folder: str | os.PathLike, *, model: str | None = None, rebuild: bool = False,
@@ -226,11 +163,9 @@ class Library:
                 require_ray()  # fail before anything is loaded or written
         model = model or self.settings.default_model
         embedder = self.embedder(model)
-        load = getattr(embedder, "load", None)
-        if load is not None:  # fail on a missing model before anything is written
-            load()
+        embedder.load()  # fail on a missing model before anything is written
         with self.writing(f"peoplemap index {folder}"):
-            run = self.catalog.start_run("index", {"folder": str(folder), "model": model})
+            run = self.store.runs.start("index", {"folder": str(folder), "model": model})
             try:
                 if ray_options is None:
                     summary = index_folder(self, str(folder), embedder, rebuild=rebuild,
@@ -240,7 +175,7 @@ class Library:
 
                     summary = index_folder_ray(self, str(folder), embedder, options=ray_options,
                                                rebuild=rebuild, progress=progress)
-                if getattr(embedder, "collection_whitening", False) and (
+                if embedder.collection_whitening and (
                         summary.items_added or summary.removed or self.whitening(embedder.name) is None):
                     self.refit_whitening(embedder.name)
                 if summary.items_added:
@@ -249,49 +184,27 @@ class Library:
                     summary.assignment = assign_new_items(self, self.vector_set(embedder.name),
                                                           progress=progress)
             except BaseException as e:
-                self.catalog.finish_run(run, "failed", {"error": str(e) or type(e).__name__})
+                self.store.runs.finish(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
-            self.catalog.finish_run(run, "done", summary.to_json())
+            self.store.runs.finish(run, "done", summary.to_json())
         return summary
 
     # -- collection whitening ------------------------------------------------------------------
-    def _whitening_path(self, set_id: int) -> Path:
-        return self.path / "transforms" / f"set-{set_id}-whitening.npz"
-
     def whitening(self, model: str | None = None):
         """The set's fitted collection whitening (peoplemap.reid.Whitening), or None."""
-        from .reid import Whitening
-
-        s = self.vector_set(model)
-        path = self._whitening_path(s.id)
-        try:
-            stamp = path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return None
-        with self._lock:
-            cached = self._whitenings.get(s.id)
-            if cached is None or cached[0] != stamp:
-                cached = (stamp, Whitening.load(path))
-                self._whitenings[s.id] = cached
-            return cached[1]
+        return self.derived.whitenings.get(self.vector_set(model).id)
 
     def refit_whitening(self, model: str | None = None) -> None:
         """Fit PCA whitening on the set's raw vectors (models with collection_whitening)."""
         from .reid import WHITENING_DIM, fit_whitening
 
         s = self.vector_set(model)
-        path = self._whitening_path(s.id)
         _ids, X = self.vectors(s.model, raw=True)
         if len(X) < 6:  # too few vectors to estimate a covariance: use them as they are
-            path.unlink(missing_ok=True)
+            self.derived.whitenings.delete(s.id)
         else:
-            w = fit_whitening(X, dim=min(WHITENING_DIM, len(X) // 3))
-            path.parent.mkdir(exist_ok=True)
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            w.save(tmp)
-            os.replace(tmp, path)
-        with self.catalog.write() as c:  # derived vectors changed: indexes and clusterings are stale
-            c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (s.id,))
+            self.derived.whitenings.save(s.id, fit_whitening(X, dim=min(WHITENING_DIM, len(X) // 3)))
+        self.store.sets.bump(s.id)  # derived vectors changed: indexes and clusterings are stale
 
     # -- reading -------------------------------------------------------------------------------
     def vectors(self, model: str | None = None, *, raw: bool = False,
@@ -301,38 +214,7 @@ class Library:
         vectors unless raw=True. Rows stream from SQLite into one preallocated array, so reading a
         million vectors needs little more memory than the result itself."""
         s = self.vector_set(model)
-        conn = self.catalog.conn()
-        own = not conn.in_transaction
-        if own:
-            conn.execute("BEGIN")  # one snapshot for the count and the rows
-        try:
-            if ids is None:
-                where, chunks = "", [()]
-            else:
-                wanted = sorted({int(i) for i in ids})
-                chunks = [tuple(wanted[k:k + 500]) for k in range(0, len(wanted), 500)]
-                where = "AND i.id IN ({})"
-            n = 0
-            for ch in chunks:
-                n += conn.execute(
-                    "SELECT COUNT(*) FROM items i JOIN vectors v ON v.item_id = i.id WHERE i.set_id = ? "
-                    + where.format(",".join("?" * len(ch))), (s.id, *ch)).fetchone()[0]
-            out_ids = np.empty(n, dtype=np.int64)
-            X = np.empty((n, s.dim), dtype=np.float32)
-            k = 0
-            for ch in chunks:
-                cur = conn.execute(
-                    "SELECT i.id, v.vector FROM items i JOIN vectors v ON v.item_id = i.id "
-                    "WHERE i.set_id = ? " + where.format(",".join("?" * len(ch))) + " ORDER BY i.id",
-                    (s.id, *ch))
-                while rows := cur.fetchmany(8192):
-                    m = len(rows)
-                    out_ids[k:k + m] = [r[0] for r in rows]
-                    X[k:k + m] = blobs_to_matrix([r[1] for r in rows], s.dim, first=k)
-                    k += m
-        finally:
-            if own:
-                conn.execute("COMMIT")
+        out_ids, X = self.store.items.vectors(s.id, s.dim, ids)
         w = None if raw else self.whitening(s.model)
         if w is not None and len(X):
             X = w.apply(X)
@@ -341,67 +223,35 @@ class Library:
     def items(self, model: str | None = None, ids: Sequence[int] | None = None) -> list[Item]:
         """Items of a vector set (or the given item ids), in id order."""
         s = self.vector_set(model)
-        sql = ("SELECT i.id, i.image_id, im.path, i.x, i.y, i.w, i.h, i.score FROM items i "
-               "JOIN images im ON im.id = i.image_id WHERE i.set_id = ?")
-        params: list[Any] = [s.id]
-        if ids is not None:
-            ids = [int(i) for i in ids]
-            out: list[Item] = []
-            for k in range(0, len(ids), 500):
-                chunk = ids[k:k + 500]
-                rows = self.catalog.query(
-                    sql + f" AND i.id IN ({','.join('?' * len(chunk))})", params + chunk)
-                out.extend(self._item(r, s.item_kind) for r in rows)
-            by_id = {it.id: it for it in out}
-            return [by_id[i] for i in ids if i in by_id]
-        return [self._item(r, s.item_kind) for r in self.catalog.query(sql + " ORDER BY i.id", params)]
-
-    @staticmethod
-    def _item(r: tuple, kind: str) -> Item:
-        box = None if r[3] is None else (int(r[3]), int(r[4]), int(r[5]), int(r[6]))
-        return Item(id=int(r[0]), image_id=int(r[1]), path=r[2], box=box, kind=kind,
-                    score=float(r[7]))
+        return self.store.items.get(s.id, s.item_kind, ids)
 
     def images_without_items(self, model: str | None = None) -> list[str]:
         """Paths of images in which the model found nothing to embed (e.g. no face)."""
-        s = self.vector_set(model)
-        return [p for (p,) in self.catalog.query(
-            "SELECT i.path FROM images i JOIN processed p ON p.image_id = i.id "
-            "WHERE p.set_id = ? AND p.n_items = 0 ORDER BY i.path", (s.id,))]
+        return self.store.images.without_items(self.vector_set(model).id)
 
     def skipped(self) -> list[Skipped]:
-        return [Skipped(p, r) for p, r in self.catalog.query(
-            "SELECT path, reason FROM skipped ORDER BY path")]
+        return self.store.images.skipped()
 
-    def info(self) -> dict[str, Any]:
-        """Counts, models, skipped files and the last runs, as plain data."""
-        cat = self.catalog
-        runs = [dict(kind=k, status=st, params=json.loads(p), summary=json.loads(s) if s else None,
-                     started_at=a, finished_at=b)
-                for k, st, p, s, a, b in cat.query(
-                    "SELECT kind, status, params, summary, started_at, finished_at FROM runs "
-                    "ORDER BY id DESC LIMIT 5")]
-        for r in runs:
-            if r["summary"] and "skipped" in r["summary"]:
-                r["summary"]["skipped"] = len(r["summary"]["skipped"])
+    def info(self) -> LibraryInfo:
+        """Counts, models, skipped files and the last runs."""
         models = []
         for s in self.vector_sets():
             c = self.clustering(s.model)
-            models.append(dict(model=s.model, version=s.version, dim=s.dim, item_kind=s.item_kind,
-                               items=s.n_items, images=s.n_images,
-                               images_without_items=self.images_without_items(s.model),
-                               clustering=None if c is None else dict(
-                                   profile=c.profile, params=c.params, stale=c.stale,
-                                   clusters=len(self.clusters(s.model)),
-                                   unsorted=len(self.unsorted(s.model)))))
-        return dict(
-            library=str(self.path),
-            images=cat.one("SELECT COUNT(*) FROM images")[0],
-            items=cat.one("SELECT COUNT(*) FROM items")[0],
-            skipped=[dict(path=s.path, reason=s.reason) for s in self.skipped()],
-            models=models,
-            last_runs=runs,
-        )
+            models.append(ModelInfo(
+                model=s.model, version=s.version, dim=s.dim, item_kind=s.item_kind, items=s.n_items,
+                images=s.n_images, images_without_items=self.images_without_items(s.model),
+                clustering=None if c is None else ClusteringInfo(
+                    profile=c.profile, params=c.params, stale=c.stale,
+                    clusters=len(self.clusters(s.model)), unsorted=len(self.unsorted(s.model)))))
+        counts = self.store.counts()
+        return LibraryInfo(
+            library=str(self.path), images=counts["images"], items=counts["items"],
+            skipped=[SkippedFile(s.path, s.reason) for s in self.skipped()],
+            models=models, last_runs=self.runs(limit=5))
+
+    def runs(self, limit: int = 5) -> list[RunInfo]:
+        """The last index / cluster / forget runs, newest first."""
+        return self.store.runs.last(limit)
 
     # -- clustering ----------------------------------------------------------------------------
     def cluster(self, *, model: str | None = None, profile: str = "default",
@@ -413,17 +263,15 @@ class Library:
 
         s = self.vector_set(model)
         with self.writing(f"peoplemap cluster --model {s.model}"):
-            run = self.catalog.start_run("cluster", {"model": s.model, "profile": profile})
+            run = self.store.runs.start("cluster", {"model": s.model, "profile": profile})
             try:
                 summary = run_clustering(self, s, profile=profile,
                                          min_cluster_size=min_cluster_size,
                                          progress=progress, items=items, **params)
             except BaseException as e:
-                self.catalog.finish_run(run, "failed", {"error": str(e) or type(e).__name__})
+                self.store.runs.finish(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
-            self.catalog.finish_run(run, "done", summary.to_json())
-        with self._lock:
-            self._cluster_models.pop(s.id, None)
+            self.store.runs.finish(run, "done", summary.to_json())
         return summary
 
     def assign_new(self, model: str | None = None, *, progress: ProgressCallback = no_progress):
@@ -437,13 +285,7 @@ class Library:
 
     def clustering(self, model: str | None = None) -> Optional[Clustering]:
         s = self.vector_set(model)
-        row = self.catalog.one(
-            "SELECT id, profile, params, set_generation, created_at FROM clusterings "
-            "WHERE set_id = ? ORDER BY id DESC LIMIT 1", (s.id,))
-        if row is None:
-            return None
-        return Clustering(int(row[0]), s.id, row[1], json.loads(row[2]), row[3] != s.generation,
-                          row[4])
+        return self.store.clusterings.latest(s.id, s.generation)
 
     def labels(self, model: str | None = None, ids: Sequence[int] | None = None) -> dict[int, int]:
         """item id -> cluster label (NOISE for unsorted) of the current clustering (only the
@@ -451,16 +293,7 @@ class Library:
         c = self.clustering(model)
         if c is None:
             return {}
-        sql = "SELECT item_id, label FROM cluster_labels WHERE clustering_id = ?"
-        if ids is None:
-            return dict(self.catalog.query(sql, (c.id,)))
-        out: dict[int, int] = {}
-        ids = [int(i) for i in ids]
-        for k in range(0, len(ids), 500):
-            chunk = ids[k:k + 500]
-            out.update(self.catalog.query(
-                sql + f" AND item_id IN ({','.join('?' * len(chunk))})", [c.id, *chunk]))
-        return out
+        return self.store.clusterings.labels(c.id, ids)
 
     def clusters(self, model: str | None = None) -> list[ClusterInfo]:
         """Clusters of the current clustering, largest first (unsorted items not included)."""
@@ -523,6 +356,25 @@ class Library:
 
         return hide_person(self, ref, hidden, model)
 
+    def confirm_items(self, ref: str | int, item_ids: Sequence[int], model: str | None = None):
+        """These items are this person, for good: no clustering moves them (peoplemap.membership)."""
+        from .people import confirm_items
+
+        return confirm_items(self, ref, item_ids, model)
+
+    def reject_items(self, ref: str | int, item_ids: Sequence[int], model: str | None = None):
+        """"Not this person": the items leave the person, and no clustering, placement of new items
+        or search puts them back. Returns the person, or None when nothing is left of it."""
+        from .people import reject_items
+
+        return reject_items(self, ref, item_ids, model)
+
+    def mark_different(self, a: str | int, b: str | int, model: str | None = None) -> None:
+        """Two people the user says are different people."""
+        from .people import mark_different
+
+        mark_different(self, a, b, model)
+
     def forget_person(self, ref: str | int, model: str | None = None) -> int:
         """Remove a person's items, vectors and derived data for good; returns items removed."""
         from .people import forget_person
@@ -530,28 +382,15 @@ class Library:
         with self.writing("peoplemap people forget"):
             n = forget_person(self, ref, model)
             s = self.vector_set(model)
-            if getattr(self.embedder(s.model), "collection_whitening", False):
+            if self.embedder(s.model).collection_whitening:
                 self.refit_whitening(s.model)  # the old one was fitted with the forgotten vectors
             return n
 
     def forget_derived(self, model: str | None = None) -> None:
-        """Delete a vector set's derived files (FAISS index, clustering state) and caches."""
+        """Delete a vector set's derived files (FAISS index, clustering state, whitening,
+        thumbnails) and their caches."""
         s = self.vector_set(model)
-        with self._lock:
-            self._indexes.pop(s.id, None)
-            self._cluster_models.pop(s.id, None)
-        for f in (self.path / "indexes").glob(f"set-{s.id}.faiss*"):
-            f.unlink(missing_ok=True)
-        for (cid,) in self.catalog.query("SELECT id FROM clusterings WHERE set_id = ?", (s.id,)):
-            from .clustering_run import model_path
-
-            model_path(self, cid).unlink(missing_ok=True)
-        self._whitening_path(s.id).unlink(missing_ok=True)
-        with self._lock:
-            self._whitenings.pop(s.id, None)
-        thumbs = self.path / "thumbnails"
-        if thumbs.exists():
-            shutil.rmtree(thumbs, ignore_errors=True)
+        self.derived.forget_set(s.id, self.store.clusterings.ids(s.id))
 
     # -- export / delete -----------------------------------------------------------------------
     def export(self, fmt: str, out: str | os.PathLike, *, model: str | None = None) -> Path:

@@ -59,7 +59,7 @@ KINDS = ("flat", "pq", "hnsw", "ivfpq")
 _FORMAT = "peoplemap-vector-index/1"
 
 
-def _check_vectors(X: Any, dim: int | None, what: str) -> np.ndarray:
+def check_vectors(X: Any, dim: int | None, what: str) -> np.ndarray:
     """A C-contiguous float32 (n, d) matrix of finite unit vectors, or InputError."""
     try:
         X = np.asarray(X, dtype=np.float32)
@@ -168,7 +168,7 @@ class VectorIndex:
     @classmethod
     def build(cls, X: np.ndarray, ids: np.ndarray, *, kind: str = "auto", stamp: str = "") -> "VectorIndex":
         """Index float32 L2-normalised rows X (n, d) under int64 item ids; kind "auto" picks by size."""
-        X = _check_vectors(X, None, "X")
+        X = check_vectors(X, None, "X")
         if kind == "auto":
             kind = "pq" if X.shape[0] >= APPROX_THRESHOLD else "flat"
         if kind not in KINDS:
@@ -178,9 +178,34 @@ class VectorIndex:
         log.info("built %s index: %d vectors of dimension %d", kind, len(index), index.dim)
         return index
 
+    @classmethod
+    def empty(cls, kind: str, dim: int, n: int, *, stamp: str = "") -> "VectorIndex":
+        """An untrained index of `kind` sized for about n vectors of dimension dim, to be filled
+        with `train` and `add_new` (building one from shards without a full matrix)."""
+        return cls(_new_faiss_index(kind, dim, n), kind, stamp)
+
+    def train(self, sample: np.ndarray) -> None:
+        """Train the quantizers of a "pq" / "ivfpq" index on a sample of the vectors."""
+        self._index.train(check_vectors(sample, self.dim, "training sample"))
+
+    @property
+    def nlist(self) -> int:
+        """Inverted lists of an "ivfpq" index (0 for other kinds)."""
+        import faiss
+
+        if self.kind != "ivfpq":
+            return 0
+        return int(faiss.extract_index_ivf(self._index.index).nlist)
+
+    def add_new(self, X: np.ndarray, ids: np.ndarray) -> None:
+        """Add rows under ids known to be new and unique (ascending catalog keys): no duplicate
+        check against the whole index, which would make filling a large index by shards O(n^2)."""
+        X = check_vectors(X, self.dim, "X")
+        self._index.add_with_ids(X, _check_ids(ids, X.shape[0]))
+
     def add(self, X: np.ndarray, ids: np.ndarray) -> None:
         """Add rows X under item ids that are not in the index yet."""
-        X = _check_vectors(X, self.dim, "X")
+        X = check_vectors(X, self.dim, "X")
         ids = _check_ids(ids, X.shape[0])
         if not len(ids):
             return
@@ -215,7 +240,7 @@ class VectorIndex:
         Q = np.asarray(Q)
         if Q.ndim == 1:
             Q = Q[None, :]
-        Q = _check_vectors(Q, self.dim, "query")
+        Q = check_vectors(Q, self.dim, "query")
         m, k = Q.shape[0], int(k)
         if len(self) == 0 or m == 0:
             return np.full((m, k), np.inf, dtype=np.float32), np.full((m, k), -1, dtype=np.int64)

@@ -23,47 +23,35 @@ def vector_index(lib: "Library", s: "VectorSetInfo"):
 
     An index that only lacks items added since it was saved is brought up to date by adding those
     (reading only their vectors), not rebuilt: adding 1% to a million-item library takes seconds,
-    an HNSW rebuild minutes. Removed items or changed vectors (a new whitening) mean a rebuild.
+    a rebuild minutes. Removed items or changed vectors (a new whitening) mean a rebuild. Item ids
+    are never reused, so an index holding an id the catalog no longer has is always rebuilt.
     """
     from .search import VectorIndex
 
-    base = _content_stamp(lib, s)
+    indexes = lib.derived.indexes
+    base = content_stamp(lib, s)
     stamp = f"{base}|{s.generation}:{s.n_items}"
-    with lib._lock:
-        idx = lib._indexes.get(s.id)
+    with indexes.lock:
+        idx = indexes.cached(s.id)
         if idx is not None and idx.stamp == stamp:
             return idx
-        path = lib.path / "indexes" / f"set-{s.id}.faiss"
-        if idx is None and path.exists():
-            try:
-                idx = VectorIndex.load(path)
-            except Exception as e:  # a damaged derived file is rebuilt, never fatal
-                log.warning("rebuilding index %s: %s", path, e)
-                idx = None
+        if idx is None:
+            idx = indexes.load(s.id)
         if idx is not None and idx.stamp != stamp:
             idx = _updated(lib, s, idx, base)
         if idx is None:
             ids, X = lib.vectors(s.model)
             idx = VectorIndex.build(X, ids)
             del X
-        if idx.stamp != stamp:
-            idx.stamp = stamp
-            path.parent.mkdir(exist_ok=True)
-            try:
-                idx.save(path)
-            except OSError as e:  # read-only library: search still works from memory
-                log.warning("could not save index %s: %s", path, e)
-        lib._indexes[s.id] = idx
+        changed = idx.stamp != stamp
+        idx.stamp = stamp
+        indexes.keep(s.id, idx, save=changed)
         return idx
 
 
-def _content_stamp(lib: "Library", s: "VectorSetInfo") -> str:
+def content_stamp(lib: "Library", s: "VectorSetInfo") -> str:
     """What the stored vectors of existing items depend on: model version and collection whitening."""
-    try:
-        w = lib._whitening_path(s.id).stat().st_mtime_ns
-    except FileNotFoundError:
-        w = 0
-    return f"{s.version}:w{w}"
+    return f"{s.version}:w{lib.derived.whitenings.stamp(s.id)}"
 
 
 def _updated(lib: "Library", s: "VectorSetInfo", idx, base: str):
@@ -71,10 +59,9 @@ def _updated(lib: "Library", s: "VectorSetInfo", idx, base: str):
     if idx.stamp.rpartition("|")[0] != base:
         return None
     have = np.sort(idx.ids())
-    current = np.asarray([r[0] for r in lib.catalog.query(
-        "SELECT id FROM items WHERE set_id = ? ORDER BY id", (s.id,))], dtype=np.int64)
+    current = lib.store.items.ids(s.id)
     if not np.isin(have, current, assume_unique=True).all():
-        return None  # items were removed (HNSW cannot delete): rebuild
+        return None  # items were removed (HNSW and PQ cannot delete): rebuild
     new = np.setdiff1d(current, have, assume_unique=True)
     if new.size == 0 or new.size > max(1000, len(have)):
         # Nothing added yet the set changed (vectors rewritten in place), or more than doubling (a
@@ -86,26 +73,13 @@ def _updated(lib: "Library", s: "VectorSetInfo", idx, base: str):
     return idx
 
 
-def _cluster_model(lib: "Library", model: str):
+def cluster_model(lib: "Library", model: str):
     """(fitted cluster model, label map) of the current clustering, or None."""
-    from .cluster import load_model
-    from .clustering_run import model_path
-
     c = lib.clustering(model)
     if c is None:
         return None
-    with lib._lock:
-        cached = lib._cluster_models.get(c.set_id)
-        if cached is not None and cached[0] == c.id:
-            return cached[1], cached[2]
-        path = model_path(lib, c.id)
-        if not path.exists():
-            log.warning("clustering state %s is missing; run `peoplemap cluster` again", path)
-            return None
-        est = load_model(path)
-        label_map = {int(k): int(v) for k, v in c.params.get("label_map", {}).items()}
-        lib._cluster_models[c.set_id] = (c.id, est, label_map)
-        return est, label_map
+    label_map = {int(k): int(v) for k, v in c.params.get("label_map", {}).items()}
+    return lib.derived.cluster_models.get(c.set_id, c.id, label_map)
 
 
 def load_query(lib: "Library", query) -> tuple[str, "object"]:
@@ -143,7 +117,7 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
                          f"installed model is {embedder.version}; re-index with --rebuild")
     qname, img = load_query(lib, query)
     qname = name or qname
-    regions = embedder.regions(img.pixels)
+    regions = embedder.detect(img.pixels)
     if not regions:
         return [QueryResult(query=qname, region=None, cluster=None, confidence=0.0, hits=[])]
     Q = embedder.embed([crop(img.pixels, r) for r in regions])
@@ -152,7 +126,7 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
         Q = w.apply(Q)
     idx = vector_index(lib, s)
     D, I = idx.search(Q, min(k, max(1, len(idx))))
-    assigned = _assign(lib, s.model, Q)
+    assigned = assign_points(lib, s.model, Q)
     all_ids = sorted({int(i) for i in I.ravel() if i >= 0})
     items = {it.id: it for it in lib.items(s.model, ids=all_ids)}
     # Only the hits' labels and people are read: this runs on every search.
@@ -188,10 +162,12 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
     return results
 
 
-def _assign(lib: "Library", model: str, Q: np.ndarray) -> list[Assignment]:
+def assign_points(lib: "Library", model: str, Q: np.ndarray) -> list[Assignment]:
+    """The cluster each vector of Q would join (the rule for queries and new items): the current
+    clustering's numbering, None where no cluster takes it."""
     from .cluster import assign
 
-    cm = _cluster_model(lib, model)
+    cm = cluster_model(lib, model)
     if cm is None:
         return [Assignment(None, 0.0) for _ in range(len(Q))]
     est, label_map = cm

@@ -72,8 +72,7 @@ def _sample_vectors(lib: "Library", model: str, n: int) -> tuple[np.ndarray, np.
     """(item ids, vectors) of a random sample of at most n items of a vector set, reading only those
     vectors (whitened like lib.vectors()). The map must not load 100k+ vectors to draw 5000."""
     s = lib.vector_set(model)
-    ids = np.asarray([i for (i,) in lib.catalog.query(
-        "SELECT id FROM items WHERE set_id = ? ORDER BY id", (s.id,))], dtype=np.int64)
+    ids = lib.store.items.ids(s.id)
     if len(ids) > n:
         ids = np.sort(np.random.default_rng(0).choice(ids, n, replace=False))
     return lib.vectors(model, ids=ids.tolist())

@@ -1,0 +1,148 @@
+"""People of a vector set, who belongs to them, and the user's decisions about them."""
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Optional, Sequence
+
+from ..membership import Member, MembershipPlan
+from .db import Database, in_chunks, marks
+
+
+class PeopleRepo:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- reading -----------------------------------------------------------------------------
+    def rows(self, set_id: int) -> list[tuple[int, Optional[str], bool, int]]:
+        """(person id, name, hidden, item id) of every membership of the set, by person then item."""
+        return [(int(p), n, bool(h), int(i)) for p, n, h, i in self.db.query(
+            "SELECT pe.id, pe.name, pe.hidden, pi.item_id FROM people pe JOIN person_items pi "
+            "ON pi.person_id = pe.id WHERE pe.set_id = ? ORDER BY pe.id, pi.item_id", (set_id,))]
+
+    def of_items(self, item_ids: Sequence[int]) -> dict[int, tuple[int, Optional[str]]]:
+        """item id -> (person id, name) for the given items only (the search hot path)."""
+        out: dict[int, tuple[int, Optional[str]]] = {}
+        for chunk in in_chunks([int(i) for i in item_ids]):
+            for item_id, pid, name in self.db.query(
+                    "SELECT pi.item_id, pe.id, pe.name FROM person_items pi JOIN people pe ON "
+                    f"pe.id = pi.person_id WHERE pi.item_id IN ({marks(len(chunk))})", chunk):
+                out[int(item_id)] = (int(pid), name)
+        return out
+
+    def names(self, person_ids: Sequence[int]) -> dict[int, Optional[str]]:
+        out: dict[int, Optional[str]] = {}
+        for chunk in in_chunks([int(i) for i in person_ids]):
+            out.update(self.db.query(f"SELECT id, name FROM people WHERE id IN ({marks(len(chunk))})", chunk))
+        return out
+
+    def members(self, set_id: int, conn: Optional[sqlite3.Connection] = None) -> dict[int, Member]:
+        """item id -> its person and whether the user confirmed it."""
+        c = conn or self.db.conn()
+        return {int(i): Member(int(p), bool(pin)) for i, p, pin in c.execute(
+            "SELECT pi.item_id, pi.person_id, pi.pinned FROM person_items pi JOIN people pe "
+            "ON pe.id = pi.person_id WHERE pe.set_id = ?", (set_id,))}
+
+    def rejected(self, set_id: int, conn: Optional[sqlite3.Connection] = None) -> set[tuple[int, int]]:
+        """(item id, person id) pairs the user said are not the same person."""
+        c = conn or self.db.conn()
+        return {(int(i), int(p)) for i, p in c.execute(
+            "SELECT r.item_id, r.person_id FROM rejections r JOIN people pe ON pe.id = r.person_id "
+            "WHERE pe.set_id = ?", (set_id,))}
+
+    def different(self, set_id: int) -> set[tuple[int, int]]:
+        """(a, b) person pairs, a < b, that the user said are different people."""
+        return {(int(a), int(b)) for a, b in self.db.query(
+            "SELECT d.a, d.b FROM different_people d JOIN people pe ON pe.id = d.a WHERE pe.set_id = ?",
+            (set_id,))}
+
+    # -- what clustering and placement write -----------------------------------------------
+    def apply_plan(self, c: sqlite3.Connection, set_id: int, plan: MembershipPlan) -> None:
+        """Inside the caller's transaction: unconfirmed memberships become `plan`'s; new people are
+        made for its negative ids; people left without items are dropped."""
+        c.execute("DELETE FROM person_items WHERE pinned = 0 AND person_id IN "
+                  "(SELECT id FROM people WHERE set_id = ?)", (set_id,))
+        now = time.time()
+        # New people get ids above every id ever given (AUTOINCREMENT's counter), in one batch.
+        seq = c.execute("SELECT seq FROM sqlite_sequence WHERE name = 'people'").fetchone()
+        top = max(int(seq[0]) if seq else 0, int(c.execute("SELECT MAX(id) FROM people").fetchone()[0] or 0))
+        new_ids = {-(k + 1): top + 1 + k for k in range(plan.new_people)}
+        c.executemany("INSERT INTO people(id, set_id, created_at) VALUES (?, ?, ?)",
+                      [(pid, set_id, now) for pid in new_ids.values()])
+        c.executemany("INSERT INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 0)",
+                      [(i, new_ids.get(p, p)) for i, p in plan.rows])
+        c.execute("DELETE FROM people WHERE set_id = ? AND id NOT IN "
+                  "(SELECT DISTINCT person_id FROM person_items)", (set_id,))
+
+    def add_members(self, c: sqlite3.Connection, rows: list[tuple[int, int]]) -> None:
+        """Inside the caller's transaction: unconfirmed memberships for items that have none."""
+        c.executemany("INSERT OR IGNORE INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 0)", rows)
+
+    # -- the user's edits ------------------------------------------------------------------
+    def rename(self, person_id: int, name: Optional[str]) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE people SET name = ? WHERE id = ?", (name, person_id))
+
+    def hide(self, person_id: int, hidden: bool) -> None:
+        with self.db.write() as c:
+            c.execute("UPDATE people SET hidden = ? WHERE id = ?", (int(hidden), person_id))
+
+    def merge(self, target: int, others: Sequence[int], name: Optional[str]) -> None:
+        """Every item of `others` joins `target`, confirmed; the others are removed, their
+        rejections carried over to the target."""
+        with self.db.write() as c:
+            for o in others:
+                c.execute("UPDATE person_items SET person_id = ?, pinned = 1 WHERE person_id = ?", (target, o))
+                c.execute("UPDATE OR IGNORE rejections SET person_id = ? WHERE person_id = ?", (target, o))
+                c.execute("DELETE FROM people WHERE id = ?", (o,))
+            c.execute("UPDATE person_items SET pinned = 1 WHERE person_id = ?", (target,))
+            c.execute("UPDATE people SET name = ? WHERE id = ?", (name, target))
+
+    def split(self, set_id: int, person_id: int, item_ids: Sequence[int], name: Optional[str]) -> int:
+        """Move items out of a person into a new person of their own; both keep their items
+        confirmed. Returns the new person's id."""
+        with self.db.write() as c:
+            new_id = int(c.execute("INSERT INTO people(set_id, name, created_at) VALUES (?, ?, ?)",
+                                   (set_id, name, time.time())).lastrowid)
+            c.executemany("UPDATE person_items SET person_id = ?, pinned = 1 WHERE item_id = ?",
+                          [(new_id, i) for i in item_ids])
+            c.execute("UPDATE person_items SET pinned = 1 WHERE person_id = ?", (person_id,))
+        return new_id
+
+    def confirm(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
+        """These items belong to the person, for good (they may come from another person)."""
+        with self.db.write() as c:
+            for chunk in in_chunks(item_ids):
+                c.execute(f"DELETE FROM rejections WHERE person_id = ? AND item_id IN ({marks(len(chunk))})",
+                          (person_id, *chunk))
+            c.executemany("INSERT OR REPLACE INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 1)",
+                          [(int(i), person_id) for i in item_ids])
+            c.execute("DELETE FROM people WHERE set_id = ? AND id NOT IN "
+                      "(SELECT DISTINCT person_id FROM person_items)", (set_id,))
+
+    def reject(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
+        """These items are not the person: they leave it and never join it again."""
+        now = time.time()
+        with self.db.write() as c:
+            for chunk in in_chunks(item_ids):
+                c.execute(f"DELETE FROM person_items WHERE person_id = ? AND item_id IN ({marks(len(chunk))})",
+                          (person_id, *chunk))
+            c.executemany("INSERT OR REPLACE INTO rejections(item_id, person_id, decided_at) VALUES (?, ?, ?)",
+                          [(int(i), person_id, now) for i in item_ids])
+
+    def mark_different(self, a: int, b: int) -> None:
+        a, b = min(a, b), max(a, b)
+        with self.db.write() as c:
+            c.execute("INSERT OR REPLACE INTO different_people(a, b, decided_at) VALUES (?, ?, ?)",
+                      (a, b, time.time()))
+
+    def forget(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
+        """Delete a person with its items and vectors for good (secure_delete overwrites the freed
+        pages; the WAL is checkpointed so the vectors are not left behind in the file)."""
+        self.db.conn().execute("PRAGMA secure_delete = ON")
+        with self.db.write() as c:
+            for chunk in in_chunks(item_ids):
+                c.execute(f"DELETE FROM items WHERE id IN ({marks(len(chunk))})", chunk)
+            c.execute("DELETE FROM people WHERE id = ?", (person_id,))
+            c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (set_id,))
+        self.db.checkpoint()
