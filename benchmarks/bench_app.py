@@ -68,11 +68,11 @@ VIEWPORT = {"width": 1400, "height": 1000}
 
 # -- the fake face model (the app process registers it too, by importing this module) ------------
 def _register() -> None:
-    from peoplemap.embed.base import l2_normalize
+    from peoplemap.embed.base import ModelBase, l2_normalize
     from peoplemap.embed.registry import register
     from peoplemap.types import Region
 
-    class GridFaces:
+    class GridFaces(ModelBase):
         """Every CELL x CELL cell of the image is a "face"; its vector is the cell shrunk to 4x4."""
 
         name = MODEL
@@ -88,7 +88,7 @@ def _register() -> None:
             return {"model": self.name, "version": self.version, "cell": CELL,
                     "preprocessing": "4x4 box resize"}
 
-        def regions(self, image: np.ndarray) -> list:
+        def detect(self, image: np.ndarray) -> list:
             h, w = image.shape[:2]
             return [Region(box=(x, y, CELL, CELL)) for y in range(0, h - CELL + 1, CELL)
                     for x in range(0, w - CELL + 1, CELL)]

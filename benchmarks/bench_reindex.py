@@ -58,10 +58,10 @@ def register_fake() -> None:
     import numpy as np
     from PIL import Image
 
-    from peoplemap.embed.base import WHOLE_IMAGE, l2_normalize
+    from peoplemap.embed.base import ModelBase, l2_normalize
     from peoplemap.embed.registry import register
 
-    class Fake:
+    class Fake(ModelBase):
         name, version, dim, item_kind, decode_max_side = "fake", "1", 48, "image", 64
 
         def __init__(self, settings: object = None, **_: object) -> None:
@@ -69,9 +69,6 @@ def register_fake() -> None:
 
         def describe(self) -> dict:
             return {"model": self.name, "version": self.version}
-
-        def regions(self, image: "np.ndarray") -> list:
-            return WHOLE_IMAGE
 
         def embed(self, crops: list) -> "np.ndarray":
             out = np.array([np.asarray(Image.fromarray(c).resize((4, 4), Image.BOX), np.float32).ravel() - 127.5

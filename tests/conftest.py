@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from peoplemap.config import Settings
-from peoplemap.embed.base import WHOLE_IMAGE, l2_normalize
+from peoplemap.embed.base import ModelBase, l2_normalize
 from peoplemap.embed.registry import register
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,7 @@ def shared_set(name: str) -> Path:
     return p
 
 
-class FakeEmbedder:
+class FakeEmbedder(ModelBase):
     """Whole-image 48-d embedder: the image shrunk to 4x4 RGB. Fast, deterministic, no weights."""
 
     name = "fake"
@@ -38,9 +38,6 @@ class FakeEmbedder:
 
     def describe(self) -> dict:
         return {"model": self.name, "version": self.version, "preprocessing": "4x4 box resize"}
-
-    def regions(self, image: np.ndarray):
-        return WHOLE_IMAGE
 
     def embed(self, crops) -> np.ndarray:
         self.calls += 1

@@ -111,7 +111,7 @@ def test_person_crop_is_one_whole_image_region(body) -> None:
     assert is_person_crop(160, 60) and is_person_crop(128, 48)
     assert not is_person_crop(600, 300)  # too big for a re-ID crop
     assert not is_person_crop(100, 100)  # not tall
-    regions = body.regions(person(1))
+    regions = body.detect(person(1))
     assert len(regions) == 1 and regions[0].box is None
 
 
@@ -293,7 +293,7 @@ def test_onnx_byo_options_size_sidecar_and_kind(tmp_path: Path, settings: Settin
     e = create_embedder(f"onnx:{path}", settings=settings, item_kind="image")
     e.load()
     assert e.describe()["input"].startswith("32x64")  # W x H read from the model
-    assert e.regions(np.zeros((50, 50, 3), np.uint8))[0].box is None
+    assert e.detect(np.zeros((50, 50, 3), np.uint8))[0].box is None
     with pytest.raises(InputError, match="does not fit"):
         create_embedder(f"onnx:{path}", settings=settings, input_size="100x100").load()
     with pytest.raises(InputError, match="item_kind"):

@@ -117,7 +117,7 @@ def test_protocol_and_describe(embedder: mnv2.MobileNetV2Embedder) -> None:
     session = embedder._get_session()  # describe() reports what actually runs the model
     assert (d["runtime"], d["precision"]) == (session.runtime, session.precision)
     assert d["runtime"] in ("openvino", "onnxruntime") and d["precision"] in ("fp32", "bf16")
-    assert embedder.regions(synthetic(0)) == WHOLE_IMAGE
+    assert embedder.detect(synthetic(0)) == WHOLE_IMAGE
 
 
 @pytest.mark.slow

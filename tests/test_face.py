@@ -68,7 +68,7 @@ def johns(embedder: FaceEmbedder) -> tuple[np.ndarray, np.ndarray, list[int]]:
     keep = dedupe_by_hash([str(p) for p in files], [sha for sha, _ in decoded])
     counts, chips, ids = [], [], []
     for i in keep:
-        regions = embedder.regions(decoded[i][1].pixels)
+        regions = embedder.detect(decoded[i][1].pixels)
         counts.append(len(regions))
         if regions:
             chips.append(regions[0].crop)
@@ -124,7 +124,7 @@ def test_auto_upsample_rule() -> None:
 @pytest.mark.parametrize("rel", sorted(GROUP_PHOTOS))
 def test_every_face_found_in_group_photos(embedder: FaceEmbedder, rel: str) -> None:
     img = pixels(rel)
-    regions = embedder.regions(img)
+    regions = embedder.detect(img)
     assert len(regions) == GROUP_PHOTOS[rel]
     h, w = img.shape[:2]
     for r in regions:
@@ -136,7 +136,7 @@ def test_every_face_found_in_group_photos(embedder: FaceEmbedder, rel: str) -> N
 
 def test_face_crops_are_scanned_padded_and_boxes_clipped(embedder: FaceEmbedder) -> None:
     img = pixels("att_orl_faces/s1/1.pgm")  # 92x112: bare, the detector's window has no margin
-    (region,) = embedder.regions(img)
+    (region,) = embedder.detect(img)
     x, y, w, h = region.box
     assert 0 <= x < x + w <= 92 and 0 <= y < y + h <= 112 and (w, h) != (92, 112)
     assert region.score >= faces_mod.HOG_THRESHOLD and region.crop.shape == (150, 150, 3)
@@ -149,7 +149,7 @@ def test_min_face_drops_small_faces() -> None:
 
 def test_fallback_on_a_yaleb_crop(embedder: FaceEmbedder) -> None:
     img = pixels(YALEB_FALLBACK)
-    (region,) = embedder.regions(img)
+    (region,) = embedder.detect(img)
     assert is_fallback(region, img.shape) and region.box == (0, 0, 168, 192) and region.score == 0.0
     assert region.crop.shape == (150, 150, 3)
     assert FaceDetector(fallback_whole_image=False).detect(img) == []
@@ -160,7 +160,7 @@ def test_fallback_on_a_yaleb_crop(embedder: FaceEmbedder) -> None:
     chips, ids = [region.crop], ["yaleB03"]
     for who, paths in gallery.items():
         for p in paths:
-            chips.append(embedder.regions(pixels(p))[0].crop)
+            chips.append(embedder.detect(pixels(p))[0].crop)
             ids.append(who)
     X = embedder.embed(chips)
     d = np.linalg.norm(X[1:] - X[0], axis=1)
@@ -177,7 +177,7 @@ def test_generated_non_faces_yield_no_regions(embedder: FaceEmbedder, kind: str)
         "noise": rng.integers(0, 256, (192, 168, 3)).astype(np.uint8),
         "gradient": np.repeat((xx + yy).astype(np.uint8)[:, :, None], 3, axis=2),
     }[kind]
-    assert embedder.regions(img) == []
+    assert embedder.detect(img) == []
 
 
 def test_detection_is_thread_safe() -> None:

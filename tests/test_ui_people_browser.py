@@ -37,7 +37,7 @@ class StripFaces(FakeEmbedder):
     item_kind = "face"
     decode_max_side = None
 
-    def regions(self, image: np.ndarray) -> list[Region]:
+    def detect(self, image: np.ndarray) -> list[Region]:
         h, w = image.shape[:2]
         return [Region(box=(x, 0, STRIP, h)) for x in range(0, w - STRIP + 1, STRIP)]
 

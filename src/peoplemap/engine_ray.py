@@ -2,13 +2,14 @@
 
 Only the per-file work moves: the driver (this process) scans the folder and diffs it against the
 catalog exactly as a local run does, hands the files to process to Ray Data, and writes what comes
-back through the local run's own `_plan` and `_write`, in file order and in the same batches, so
-the library ends up with the same rows (item ids included) as after a local run.
+back through the local run's own `indexing.write_results`, in file order and in the same batches,
+so the library ends up with the same rows (item ids included) as after a local run.
 
 On the cluster, `map_batches` over an actor pool does the work: each actor loads the model once,
-then reads, hashes and decodes the files of a batch (peoplemap's own reader, so size limits and
-the reasons recorded for unusable files are the local ones), finds the regions and embeds all
-crops of the batch in one model call. Only boxes, scores and vectors travel back.
+then runs the local run's per-file work (`indexing_work.work_file`: read, hash, decode, detect,
+boxes in original-image coordinates) on the files of a batch and embeds all their crops in one
+model call (`embed_files`), so the reasons recorded for unusable files and the failure rule are
+the local ones. Only boxes, scores and vectors travel back.
 
 Faults: Ray restarts an actor whose process dies and retries its batch (`max_task_retries`); a
 batch that kills its worker every time ends the run with an error. The catalog is written only
@@ -34,11 +35,11 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 import numpy as np
 
 from .config import Settings
-from .embed.base import Embedder, crop
-from .errors import InputError, PeoplemapError
-from .indexing import IndexSummary, _plan, _Pending, _write, diff_folder, finish_run
-from .indexing_work import Decoded, Job, _thread_work, scale_box
-from .ingest import DecodedImage, FileEntry
+from .embed.base import Model
+from .errors import InputError, ModelError, PeoplemapError
+from .indexing import IndexSummary, diff_folder, finish_run, write_results
+from .indexing_work import FileResult, Job, embed_files, open_model, work_file
+from .ingest import FileEntry
 from .types import ProgressCallback, Region, no_progress
 
 if TYPE_CHECKING:
@@ -110,7 +111,7 @@ def require_ray() -> Any:
 
 
 # -- the driver ----------------------------------------------------------------------------------
-def index_folder_ray(lib: "Library", folder: str, embedder: Embedder, *, options: RayOptions,
+def index_folder_ray(lib: "Library", folder: str, embedder: Model, *, options: RayOptions,
                      rebuild: bool = False, progress: ProgressCallback = no_progress) -> IndexSummary:
     """`indexing.index_folder` with the decode, detect and embed stages on a Ray cluster."""
     ray = require_ray()
@@ -121,7 +122,7 @@ def index_folder_ray(lib: "Library", folder: str, embedder: Embedder, *, options
     stages = {"scan": 0.0, "ray_start": 0.0, "decode": 0.0, "detect": 0.0, "embed": 0.0,
               "ray_wait": 0.0, "write": 0.0}
     summary = IndexSummary(folder=root, model=embedder.name)
-    set_id = lib._ensure_vector_set(embedder, rebuild=rebuild)
+    set_id = lib.ensure_vector_set(embedder, rebuild=rebuild)
 
     t = time.perf_counter()
     plan = diff_folder(lib, root, set_id, summary)
@@ -142,31 +143,12 @@ def index_folder_ray(lib: "Library", folder: str, embedder: Embedder, *, options
     return finish_run(lib, root, plan, summary, stages, t_start)
 
 
-def _write_all(lib: "Library", set_id: int, embedder: Embedder, results: Iterator[Decoded],
+def _write_all(lib: "Library", set_id: int, embedder: Model, results: Iterator[FileResult],
                summary: IndexSummary, stages: dict[str, float], progress: ProgressCallback,
                total: int) -> None:
     """Plan and commit the results in the local run's batches, so that item ids and the reuse of
     identical content come out as after a local run."""
-    bs = lib.settings.batch_size
-    no_vectors = np.zeros((0, embedder.dim), np.float32)  # every vector comes from the workers
-    batch: list[_Pending] = []
-    skips: list[tuple[Job, str]] = []
-    n_crops = done = 0
-    for dec in results:
-        if dec.reason is not None:
-            skips.append((dec.job, dec.reason))
-        else:
-            pending = _plan(lib, set_id, embedder, dec, stages)
-            batch.append(pending)
-            n_crops += len(pending.regions)
-        if n_crops >= bs or len(batch) + len(skips) >= 4 * bs:
-            _write(lib, set_id, embedder, batch, skips, no_vectors, summary, stages)
-            done += len(batch) + len(skips)
-            progress("index", done, total)
-            batch, skips, n_crops = [], [], 0
-    if batch or skips:
-        _write(lib, set_id, embedder, batch, skips, no_vectors, summary, stages)
-        progress("index", done + len(batch) + len(skips), total)
+    write_results(lib, set_id, embedder, results, summary, stages, progress, total)
 
 
 @contextmanager
@@ -215,17 +197,17 @@ the driver in file order, so a very large job is cut into runs of this many file
 actors afresh: seconds, against the tens of minutes a window takes on a cluster)."""
 
 
-def decode_on_ray(jobs: list[Job], embedder: Embedder, settings: Settings, options: RayOptions,
-                  stages: dict[str, float]) -> Iterator[Decoded]:
-    """`indexing_work.decode_ahead` on Ray: per file, in file order, its boxes and vectors (or the
+def decode_on_ray(jobs: list[Job], embedder: Model, settings: Settings, options: RayOptions,
+                  stages: dict[str, float]) -> Iterator[FileResult]:
+    """`indexing_work.work_ahead` on Ray: per file, in file order, its boxes and vectors (or the
     reason it could not be used), computed by an actor pool. Needs a connected Ray session."""
     ray = require_ray()
     for a in range(0, len(jobs), WINDOW):
         yield from _decode_window(ray, jobs[a:a + WINDOW], embedder, settings, options, stages)
 
 
-def _decode_window(ray: Any, jobs: list[Job], embedder: Embedder, settings: Settings,
-                   options: RayOptions, stages: dict[str, float]) -> Iterator[Decoded]:
+def _decode_window(ray: Any, jobs: list[Job], embedder: Model, settings: Settings,
+                   options: RayOptions, stages: dict[str, float]) -> Iterator[FileResult]:
     import ray.data
 
     per_batch = options.batch_files or settings.batch_size
@@ -239,7 +221,7 @@ def _decode_window(ray: Any, jobs: list[Job], embedder: Embedder, settings: Sett
     # back batch by batch. Paths as bytes: a file name need not be valid UTF-8 (Arrow strings are).
     rows = [{"i": k, "path": os.fsencode(j.entry.path)} for k, j in enumerate(jobs)]
     ds = _map(ray.data.from_items(rows, override_num_blocks=n_batches), EmbedBatch,
-              fn_constructor_args=(embedder.name, worker_settings),
+              fn_constructor_args=(embedder.name, worker_settings, type(embedder).__module__),
               compute=ray.data.ActorPoolStrategy(size=size), batch_size=None, batch_format="numpy",
               num_cpus=options.cpus_per_worker, num_gpus=options.gpus_per_worker or None,
               max_task_retries=options.max_task_retries)
@@ -250,7 +232,7 @@ def _decode_window(ray: Any, jobs: list[Job], embedder: Embedder, settings: Sett
     ctx.print_on_execution_start = False
     ctx.enable_auto_log_stats = False
 
-    waiting: dict[int, Decoded] = {}
+    waiting: dict[int, FileResult] = {}
     nxt = 0
     it = iter(ds.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=2))
     while True:
@@ -317,41 +299,39 @@ _TIMES = ("decode", "detect", "embed")
 
 
 def _decode_rows(table: Any, jobs: list[Job],
-                 dim: int) -> Iterator[tuple[int, Decoded, dict[str, float]]]:
-    """(file index, result as a process worker returns it, worker seconds) per row of actor output."""
+                 dim: int) -> Iterator[tuple[int, FileResult, dict[str, float]]]:
+    """(file index, the file's result as the per-file work made it, worker seconds) per row of actor
+    output; ModelError when an actor's model failed in a way that ends the run."""
     cols = table.to_pydict()
+    errors = cols.get("error")
     for r in range(table.num_rows):
+        if errors is not None and errors[r] is not None:
+            raise ModelError(errors[r])
         i = int(cols["i"][r])
         job = jobs[i]
         secs = {k: float(cols[f"{k}_s"][r]) for k in _TIMES}
         reason = cols["reason"][r]
         if reason is not None:
-            dec = Decoded(job, reason=reason.decode("utf-8", "surrogatepass"))
+            res = FileResult(job, reason=reason.decode("utf-8", "surrogatepass"))
         else:
             regions = [Region(None if b is None else tuple(int(v) for v in b), float(s))
                        for b, s in json.loads(cols["regions"][r])]
             vectors = np.frombuffer(cols["vectors"][r], dtype=np.float32).reshape(len(regions), dim)
-            light = DecodedImage(pixels=np.zeros((1, 1, 3), np.uint8), width=int(cols["width"][r]),
-                                 height=int(cols["height"][r]), format=cols["format"][r])
-            dec = Decoded(job, cols["sha256"][r], light, regions=regions, vectors=vectors.copy())
-        yield i, dec, secs
+            res = FileResult(job, cols["sha256"][r], int(cols["width"][r]), int(cols["height"][r]),
+                             cols["format"][r], regions=regions, vectors=vectors.copy())
+        yield i, res, secs
 
 
 # -- the actors ----------------------------------------------------------------------------------
 class EmbedBatch:
-    """A Ray Data actor: loads the model once, then reads, decodes, detects and embeds batches of
-    files. Returns one row per file: boxes and vectors in the original image's coordinates, or the
-    reason the file could not be used (the same reasons as a local run)."""
+    """A Ray Data actor: loads the model once, then runs the per-file work on batches of files
+    (decode and detect per file in threads, one model call per batch). Returns one row per file:
+    boxes and vectors in the original image's coordinates, or the reason the file could not be used
+    (the same reasons as a local run); a ModelError that ends the run comes back in `error`."""
 
-    def __init__(self, model: str, settings: Settings) -> None:
-        from .embed.registry import create_embedder
-
-        self._e = create_embedder(model, settings=settings)
-        load = getattr(self._e, "load", None)
-        if load is not None:
-            load()
+    def __init__(self, model: str, settings: Settings, module: Optional[str] = None) -> None:
+        self._e = open_model(model, settings, module)
         self._settings = settings
-        self._min_side = self._e.decode_max_side
         self._pool = ThreadPoolExecutor(max_workers=max(1, settings.workers),
                                         thread_name_prefix="peoplemap-ray-decode")
 
@@ -362,44 +342,30 @@ class EmbedBatch:
         idx = [int(i) for i in batch["i"]]
         jobs = [Job(FileEntry(os.fsdecode(bytes(p)), 0, 0.0), None) for p in batch["path"]]
         n = len(jobs)
-        decode_s = [0.0] * n
-        detect_s = [0.0] * n
-        reasons: list[Optional[str]] = [None] * n
-        decs: list[Decoded] = list(self._pool.map(lambda k: self._decode(jobs[k], decode_s, k), range(n)))
-        regions: list[list[Region]] = [[] for _ in range(n)]
-        for k, dec in enumerate(decs):
-            if dec.image is None:
-                reasons[k] = dec.reason
-                continue
-            t = time.perf_counter()
-            try:
-                regions[k] = e.regions(dec.image.pixels)
-            except Exception as err:  # one odd image must not end the run (as in a process worker)
-                reasons[k] = self._failed(jobs[k], err)
-            detect_s[k] = time.perf_counter() - t
-        t = time.perf_counter()
-        vectors = self._embed(decs, regions, reasons, jobs)
-        embed_each = (time.perf_counter() - t) / n if n else 0.0
+        error: Optional[str] = None
+        results = [FileResult(j) for j in jobs]
+        try:
+            results = list(self._pool.map(lambda j: work_file(e, j, self._settings, embed=False), jobs))
+            embed_files(e, results)
+        except ModelError as err:  # ends the run: sent back, raised by the driver
+            error = str(err)
 
         shas, widths, heights, formats, regs, vecs, why = [], [], [], [], [], [], []
-        for k, dec in enumerate(decs):
-            img = dec.image
-            ok = reasons[k] is None and img is not None
-            shas.append(dec.sha256 if ok else None)
-            widths.append(img.width if ok else None)
-            heights.append(img.height if ok else None)
-            formats.append(img.format if ok else None)
+        for res in results:
+            ok = error is None and res.reason is None
+            shas.append(res.sha256 if ok else None)
+            widths.append(res.width if ok else None)
+            heights.append(res.height if ok else None)
+            formats.append(res.format if ok else None)
             if ok:
-                assert img is not None
-                boxes = [scale_box(r.box, img.scale or 1.0, img.width, img.height) for r in regions[k]]
-                regs.append(json.dumps([[None if b is None else list(b), float(r.score)]
-                                        for b, r in zip(boxes, regions[k])]))
-                vecs.append(np.ascontiguousarray(vectors[k], dtype=np.float32).tobytes())
+                regs.append(json.dumps([[None if r.box is None else list(r.box), float(r.score)]
+                                        for r in res.regions]))
+                vecs.append(np.ascontiguousarray(res.vectors, dtype=np.float32).tobytes())
                 why.append(None)
             else:
                 regs.append(None)
                 vecs.append(None)
-                why.append(str(reasons[k]).encode("utf-8", "surrogatepass"))
+                why.append(None if res.reason is None else res.reason.encode("utf-8", "surrogatepass"))
         return pa.table({
             "i": pa.array(idx, pa.int64()),
             "sha256": pa.array(shas, pa.string()),
@@ -409,45 +375,8 @@ class EmbedBatch:
             "regions": pa.array(regs, pa.string()),
             "vectors": pa.array(vecs, pa.binary()),
             "reason": pa.array(why, pa.binary()),
-            "decode_s": pa.array(decode_s, pa.float64()),
-            "detect_s": pa.array(detect_s, pa.float64()),
-            "embed_s": pa.array([embed_each] * n, pa.float64()),
+            "error": pa.array([error] * n, pa.string()),
+            "decode_s": pa.array([r.decode_s for r in results], pa.float64()),
+            "detect_s": pa.array([r.detect_s for r in results], pa.float64()),
+            "embed_s": pa.array([r.embed_s for r in results], pa.float64()),
         })
-
-    def _decode(self, job: Job, seconds: list[float], k: int) -> Decoded:
-        t = time.perf_counter()
-        dec = _thread_work(job, self._min_side, self._settings)
-        seconds[k] = time.perf_counter() - t
-        return dec
-
-    def _failed(self, job: Job, err: BaseException) -> str:
-        log.warning("model %s failed on %s: %s", self._e.name, job.entry.path, err)
-        return f"model {self._e.name} failed on this image: {err}"
-
-    def _embed(self, decs: list[Decoded], regions: list[list[Region]], reasons: list[Optional[str]],
-               jobs: list[Job]) -> list[np.ndarray]:
-        """Per file, the vectors of its regions: one model call for the whole batch, or, if that
-        fails, one per file, so that a file the model cannot take is recorded and the rest kept."""
-        e = self._e
-        empty = np.zeros((0, e.dim), np.float32)
-        todo = [k for k, d in enumerate(decs) if reasons[k] is None and d.image is not None and regions[k]]
-        out = [empty] * len(decs)
-        crops = [crop(decs[k].image.pixels, r) for k in todo for r in regions[k]]  # type: ignore[union-attr]
-        try:
-            X = e.embed(crops) if crops else empty
-        except Exception:
-            X = None
-        if X is not None:
-            X = np.asarray(X, dtype=np.float32)
-            at = 0
-            for k in todo:
-                out[k] = X[at:at + len(regions[k])]
-                at += len(regions[k])
-            return out
-        for k in todo:
-            try:
-                out[k] = np.asarray(e.embed([crop(decs[k].image.pixels, r)  # type: ignore[union-attr]
-                                             for r in regions[k]]), dtype=np.float32)
-            except Exception as err:
-                reasons[k] = self._failed(jobs[k], err)
-        return out

@@ -2,10 +2,11 @@
 
 Work is committed in batches, each in one SQLite transaction, so a run killed at any point leaves a
 whole library and the next run redoes at most the batches that were in flight. Three things overlap:
-a thread pool decodes files ahead of the model; the model runs one batch at a time in its own
-thread; meanwhile the indexing thread finds regions, preprocesses the next batch and commits the
-previous one (Pillow, numpy, SQLite, OpenVINO and onnxruntime release the GIL), so the model
-rarely waits. Models that hold the GIL (dlib) run in worker processes instead.
+a thread pool decodes files and finds their regions ahead of the model; the model runs one batch
+at a time in its own thread; meanwhile the indexing thread preprocesses the next batch and commits
+the previous one (Pillow, numpy, SQLite, OpenVINO and onnxruntime release the GIL), so the model
+rarely waits. Models that hold the GIL (dlib) run in worker processes instead. The per-file work
+and its failure rule are indexing_work's, shared with the Ray engine, and so is `write_results`.
 """
 from __future__ import annotations
 
@@ -14,16 +15,16 @@ import os
 import time
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import numpy as np
 
-from .catalog import vector_to_blob
 from .config import Settings
-from .embed.base import Embedder, crop
+from .embed.base import Embedder, Model
 from .errors import InputError
-from .indexing_work import Decoded, Job, ModelThread, decode_ahead, scale_box
+from .indexing_work import FileResult, Job, ModelThread, scale_box, work_ahead
 from .ingest import DecodedImage, Skipped, scan
+from .store import FoundItem, ImageRecord, SkipRecord
 from .types import ProgressCallback, Region, no_progress
 
 if TYPE_CHECKING:
@@ -62,20 +63,37 @@ class IndexSummary:
 
 @dataclass
 class _Pending:
-    """An image waiting for its batch to be embedded and written."""
+    """A file's result on its way to the writer: its own regions (boxes in original-image
+    coordinates) and vectors, or an image with identical content whose items are copied."""
 
-    job: Job
-    sha256: str
-    image: DecodedImage
-    regions: list[Region]
+    result: FileResult
     reuse_from: Optional[int] = None  # image id whose items/vectors to copy (same content)
-    vectors: Optional[np.ndarray] = None  # computed by a process worker
+
+    @property
+    def job(self) -> Job:
+        return self.result.job
+
+    @property
+    def sha256(self) -> str:
+        return self.result.sha256
+
+    @property
+    def image(self) -> DecodedImage:
+        """The image's size and format (no pixels: they stayed with the per-file work)."""
+        r = self.result
+        return DecodedImage(pixels=_NO_PIXELS, width=r.width, height=r.height, format=r.format)
+
+    @property
+    def regions(self) -> list[Region]:
+        return [] if self.reuse_from is not None else self.result.regions
+
+    @property
+    def vectors(self) -> Optional[np.ndarray]:
+        """Set by the per-file work before the batch is written (None when items are copied)."""
+        return None if self.reuse_from is not None else self.result.vectors
 
 
-def _under(root: str) -> tuple[str, str]:
-    """SQL LIKE-free range bounds for paths under root (root + sep ... root + sep + max)."""
-    prefix = root.rstrip(os.sep) + os.sep
-    return prefix, prefix + "\U0010ffff"
+_NO_PIXELS = np.zeros((1, 1, 3), np.uint8)
 
 
 def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bool = False,
@@ -89,7 +107,7 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     stages = {"scan": 0.0, "decode_wait": 0.0, "detect": 0.0, "prepare": 0.0, "embed": 0.0,
               "embed_wait": 0.0, "write": 0.0}
     summary = IndexSummary(folder=root, model=embedder.name)
-    set_id = lib._ensure_vector_set(embedder, rebuild=rebuild)
+    set_id = lib.ensure_vector_set(embedder, rebuild=rebuild)
 
     # -- scan and diff against the catalog -----------------------------------------------------
     t = time.perf_counter()
@@ -99,50 +117,16 @@ def index_folder(lib: "Library", folder: str, embedder: Embedder, *, rebuild: bo
     log.info("index %s with %s: %d files, %d to process, %d gone", root, embedder.name,
              summary.files_seen, len(jobs), len(plan.gone_images))
 
-    # -- decode ahead, embed and write in batches ----------------------------------------------
+    # -- decode and detect ahead, embed and write in batches -----------------------------------
     total = len(jobs)
     progress("index", 0, total)
-    done = 0
-    batch: list[_Pending] = []
-    batch_skips: list[tuple[Job, str]] = []
-    n_crops = 0
-    with ModelThread(embedder, stages) as model:
-        in_flight: Optional[_InFlight] = None
-
-        def land(flight: _InFlight) -> None:
-            """Wait for the model's vectors of a batch and commit it."""
-            nonlocal done
-            t = time.perf_counter()
-            vectors = flight.vectors.result()
-            stages["embed_wait"] += time.perf_counter() - t
-            _write(lib, set_id, embedder, flight.batch, flight.skips, vectors, summary, stages)
-            done += len(flight.batch) + len(flight.skips)
-            progress("index", done, total)
-
-        def send() -> None:
-            """Hand the gathered batch to the model, then commit the previous one while it runs."""
-            nonlocal in_flight, batch, batch_skips, n_crops
-            crops = [crop(p.image.pixels, r) for p in batch if p.vectors is None for r in p.regions]
-            flight = _InFlight(batch, batch_skips, model.submit(crops))
-            batch, batch_skips, n_crops = [], [], 0
-            if in_flight is not None:
-                land(in_flight)
-            in_flight = flight
-
-        for dec in decode_ahead(jobs, embedder, settings, stages):
-            if dec.reason is not None:
-                batch_skips.append((dec.job, dec.reason))
-            else:
-                assert dec.image is not None
-                pending = _plan(lib, set_id, embedder, dec, stages)
-                batch.append(pending)
-                n_crops += len(pending.regions)
-            if n_crops >= settings.batch_size or len(batch) + len(batch_skips) >= 4 * settings.batch_size:
-                send()
-        if batch or batch_skips:
-            send()
-        if in_flight is not None:
-            land(in_flight)
+    results = work_ahead(jobs, embedder, settings, stages)
+    try:
+        with ModelThread(embedder, stages) as model_thread:
+            write_results(lib, set_id, embedder, results, summary, stages, progress, total,
+                          model_thread=model_thread)
+    finally:
+        results.close()  # stop the decode threads / worker processes if the run failed
 
     return finish_run(lib, root, plan, summary, stages, t_start)
 
@@ -155,8 +139,7 @@ def finish_run(lib: "Library", root: str, plan: "FolderDiff", summary: IndexSumm
     forget_gone(lib, plan)
     summary.removed = len(plan.gone_images)
     stages["write"] += time.perf_counter() - t
-    summary.skipped = [Skipped(p, r) for p, r in lib.catalog.query(
-        "SELECT path, reason FROM skipped WHERE path >= ? AND path < ? ORDER BY path", _under(root))]
+    summary.skipped = lib.store.images.skipped(root)
     summary.seconds = time.perf_counter() - t_start
     summary.stage_seconds = {k: round(v, 4) for k, v in stages.items()}
     return summary
@@ -175,16 +158,10 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
     """Scan `root` and compare with the catalog: unchanged files (same size and mtime, already
     processed by this set, or skipped before) are counted, not redone. Fills summary's counts.
     Shared by local indexing and the Ray engine, so both make the same decisions."""
-    cat = lib.catalog
     scan_skips: list[Skipped] = []
     entries = list(scan(root, on_skip=scan_skips.append))
-    lo, hi = _under(root)
-    known = {p: (iid, size, mtime, done) for iid, p, size, mtime, done in cat.query(
-        "SELECT i.id, i.path, i.size, i.mtime, EXISTS(SELECT 1 FROM processed p "
-        "WHERE p.image_id=i.id AND p.set_id=?) FROM images i WHERE i.path >= ? AND i.path < ?",
-        (set_id, lo, hi))}
-    known_skipped = {p: (size, mtime) for p, size, mtime in cat.query(
-        "SELECT path, size, mtime FROM skipped WHERE path >= ? AND path < ?", (lo, hi))}
+    known = lib.store.images.known_under(root, set_id)
+    known_skipped = lib.store.images.skipped_under(root)
     jobs: list[Job] = []
     seen: set[str] = set()
     for e in entries:
@@ -214,46 +191,13 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
 
 def forget_gone(lib: "Library", plan: FolderDiff) -> None:
     """Drop images and skipped entries whose files are gone; record scan-level problems."""
-    with lib.catalog.write() as c:
-        for chunk in _chunks(plan.gone_images, 500):
-            c.execute(f"DELETE FROM images WHERE id IN ({','.join('?' * len(chunk))})", chunk)
-        for chunk in _chunks(plan.gone_skipped, 500):
-            c.execute(f"DELETE FROM skipped WHERE path IN ({','.join('?' * len(chunk))})", chunk)
-        for s in plan.scan_skips:
-            c.execute("INSERT OR REPLACE INTO skipped(path, reason, size, mtime, seen_at) "
-                      "VALUES (?, ?, NULL, NULL, ?)", (s.path, s.reason, time.time()))
-        if plan.gone_images:
-            c.execute("UPDATE vector_sets SET generation = generation + 1")
+    lib.store.images.forget(plan.gone_images, plan.gone_skipped, plan.scan_skips)
 
 
-def _plan(lib: "Library", set_id: int, embedder: Embedder, dec: Decoded,
-          stages: dict[str, float]) -> _Pending:
-    """Find what to embed in a decoded image, or an identical image whose vectors can be reused."""
-    assert dec.image is not None
-    row = lib.catalog.one(
-        "SELECT i.id FROM images i JOIN processed p ON p.image_id = i.id AND p.set_id = ? "
-        "WHERE i.sha256 = ? LIMIT 1", (set_id, dec.sha256))
-    if row is not None:
-        return _Pending(dec.job, dec.sha256, dec.image, [], reuse_from=int(row[0]))
-    if dec.vectors is not None:  # a process worker did the detecting and embedding
-        if dec.vectors.shape != (len(dec.regions or []), embedder.dim):
-            from .errors import ModelError
-            raise ModelError(f"model {embedder.name} returned vectors of shape {dec.vectors.shape} "
-                             f"for {len(dec.regions or [])} regions")
-        return _Pending(dec.job, dec.sha256, dec.image, dec.regions or [], vectors=dec.vectors)
-    t = time.perf_counter()
-    regions = embedder.regions(dec.image.pixels)
-    stages["detect"] += time.perf_counter() - t
-    return _Pending(dec.job, dec.sha256, dec.image, regions)
-
-
-@dataclass
-class _InFlight:
-    """A batch whose vectors the model thread is computing."""
-
-    batch: list[_Pending]
-    skips: list[tuple[Job, str]]
-    vectors: "Future[np.ndarray]"
+def _plan(lib: "Library", set_id: int, dec: FileResult) -> _Pending:
+    """A usable file on its way to the writer, with an identical image whose vectors can be reused."""
+    same = lib.store.images.processed_with_sha(set_id, dec.sha256)
+    return _Pending(dec, reuse_from=same)
 
 
 def _write(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending],
@@ -267,75 +211,108 @@ def _write(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending
                          f"for {n_crops} crops of dimension {embedder.dim}")
 
     t = time.perf_counter()
-    now = time.time()
+    records: list[ImageRecord] = []
     vi = 0
-    with lib.catalog.write() as c:
-        for job, reason in skips:
-            e = job.entry
-            if job.image_id is not None:
-                c.execute("DELETE FROM images WHERE id = ?", (job.image_id,))
-            c.execute("INSERT OR REPLACE INTO skipped(path, reason, size, mtime, seen_at) "
-                      "VALUES (?, ?, ?, ?, ?)", (e.path, reason, e.size, e.mtime, now))
-        for p in batch:
-            e, img = p.job.entry, p.image
-            image_id = p.job.image_id
-            if image_id is not None:
-                old = c.execute("SELECT sha256 FROM images WHERE id = ?", (image_id,)).fetchone()
-                if old is not None and old[0] != p.sha256:
-                    # New content at the same path: every model's items for it are stale.
-                    c.execute("DELETE FROM items WHERE image_id = ?", (image_id,))
-                    c.execute("DELETE FROM processed WHERE image_id = ?", (image_id,))
-                c.execute("UPDATE images SET sha256=?, size=?, mtime=?, width=?, height=?, format=? "
-                          "WHERE id=?", (p.sha256, e.size, e.mtime, img.width, img.height,
-                                         img.format, image_id))
-                c.execute("DELETE FROM items WHERE image_id = ? AND set_id = ?", (image_id, set_id))
-            else:
-                image_id = int(c.execute(
-                    "INSERT INTO images(path, sha256, size, mtime, width, height, format, added_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (e.path, p.sha256, e.size, e.mtime, img.width, img.height, img.format, now),
-                ).lastrowid)
-            c.execute("DELETE FROM skipped WHERE path = ?", (e.path,))
-            if p.reuse_from is not None:
-                n = _copy_items(c, p.reuse_from, image_id, set_id)
-                summary.reused += 1
-            else:
-                n = len(p.regions)
-                # Process workers send boxes in original coordinates and their own vectors.
-                scale = 1.0 if p.vectors is not None else (img.scale or 1.0)
-                for k, r in enumerate(p.regions):
-                    box = scale_box(r.box, scale, img.width, img.height)
-                    item_id = c.execute(
-                        "INSERT INTO items(image_id, set_id, x, y, w, h, score) VALUES (?,?,?,?,?,?,?)",
-                        (image_id, set_id, *(box or (None, None, None, None)), float(r.score)),
-                    ).lastrowid
-                    if p.vectors is not None:
-                        vec = p.vectors[k]
-                    else:
-                        vec = vectors[vi]
-                        vi += 1
-                    c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)",
-                              (item_id, vector_to_blob(vec)))
-            c.execute("INSERT OR REPLACE INTO processed(image_id, set_id, n_items) VALUES (?, ?, ?)",
-                      (image_id, set_id, n))
-            summary.items_added += n
-            if n == 0:
-                summary.images_without_items += 1
-        c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (set_id,))
+    for p in batch:
+        e, img = p.job.entry, p.image
+        items: list[FoundItem] = []
+        if p.reuse_from is None:
+            # Process workers send boxes in original coordinates and their own vectors.
+            scale = 1.0 if p.vectors is not None else (img.scale or 1.0)
+            for k, r in enumerate(p.regions):
+                if p.vectors is not None:
+                    vec = p.vectors[k]
+                else:
+                    vec = vectors[vi]
+                    vi += 1
+                items.append(FoundItem(scale_box(r.box, scale, img.width, img.height), float(r.score), vec))
+        records.append(ImageRecord(e.path, e.size, e.mtime, p.job.image_id, p.sha256, img.width,
+                                   img.height, img.format, items, p.reuse_from))
+    skip_records = [SkipRecord(j.entry.path, j.entry.size, j.entry.mtime, j.image_id, reason)
+                    for j, reason in skips]
+    counts = lib.store.images.write_batch(set_id, records, skip_records)
+    summary.reused += counts.reused
+    summary.items_added += counts.items
+    summary.images_without_items += counts.without_items
     stages["write"] += time.perf_counter() - t
 
 
-def _copy_items(c, src_image: int, dst_image: int, set_id: int) -> int:
-    rows = c.execute("SELECT i.id, i.x, i.y, i.w, i.h, i.score, v.vector FROM items i "
-                     "JOIN vectors v ON v.item_id = i.id WHERE i.image_id = ? AND i.set_id = ? "
-                     "ORDER BY i.id", (src_image, set_id)).fetchall()
-    for _id, x, y, w, h, score, blob in rows:
-        item_id = c.execute("INSERT INTO items(image_id, set_id, x, y, w, h, score) "
-                            "VALUES (?,?,?,?,?,?,?)", (dst_image, set_id, x, y, w, h, score)).lastrowid
-        c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)", (item_id, blob))
-    return len(rows)
+# -- the flow shared by local and Ray runs (public: engine_ray uses it) ----------------------------
+def plan_file(lib: "Library", set_id: int, result: FileResult) -> _Pending:
+    """A file's result on its way to the writer: usable content already embedded by this vector set
+    (a copy, a move) is reused, and then its crops are not embedded."""
+    if result.reason is not None:
+        return _Pending(result)
+    pending = _plan(lib, set_id, result)
+    if pending.reuse_from is not None:
+        result.crops = None
+    return pending
 
 
-def _chunks(seq: list, n: int) -> Iterator[list]:
-    for i in range(0, len(seq), n):
-        yield seq[i:i + n]
+@dataclass
+class _InFlight:
+    """A batch whose files the model thread is embedding."""
+
+    batch: list[_Pending]
+    embedded: Optional["Future[None]"]
+
+
+def write_results(lib: "Library", set_id: int, model: Model, results: Iterable[FileResult],
+                  summary: IndexSummary, stages: dict[str, float], progress: ProgressCallback,
+                  total: int, *, model_thread: Optional[ModelThread] = None) -> None:
+    """Plan the files' results in order, gather them into the run's batches (up to batch_size crops
+    or 4 x batch_size files), and commit each batch. With a model thread, what still needs vectors
+    is embedded there, one batch ahead of the commits (process workers' results pass through
+    embedded); without one (Ray), every result must come embedded. Local and Ray runs share this, so
+    they write the same rows in the same order (item ids included)."""
+    bs = lib.settings.batch_size
+    done = 0
+    batch: list[_Pending] = []
+    n_crops = 0
+    in_flight: Optional[_InFlight] = None
+
+    def land(flight: _InFlight) -> None:
+        """Wait for the batch's vectors, then commit it: files the model failed on are skips."""
+        nonlocal done
+        if flight.embedded is not None:
+            t = time.perf_counter()
+            flight.embedded.result()
+            stages["embed_wait"] += time.perf_counter() - t
+        commit_batch(lib, set_id, model, flight.batch, summary, stages)
+        done += len(flight.batch)
+        progress("index", done, total)
+
+    def send() -> None:
+        """Hand the gathered batch to the model thread, then commit the previous one meanwhile."""
+        nonlocal in_flight, batch, n_crops
+        embedded = None if model_thread is None else model_thread.submit(
+            [p.result for p in batch if p.reuse_from is None and p.result.reason is None])
+        flight = _InFlight(batch, embedded)
+        batch, n_crops = [], 0
+        if in_flight is not None:
+            land(in_flight)
+        in_flight = flight
+        if model_thread is None:  # nothing to wait for: commit at once
+            land(flight)
+            in_flight = None
+
+    for result in results:
+        pending = plan_file(lib, set_id, result)
+        batch.append(pending)
+        if pending.result.reason is None:
+            n_crops += len(pending.regions)
+        if n_crops >= bs or len(batch) >= 4 * bs:
+            send()
+    if batch:
+        send()
+    if in_flight is not None:
+        land(in_flight)
+
+
+def commit_batch(lib: "Library", set_id: int, model: Model, batch: list[_Pending],
+                summary: IndexSummary, stages: dict[str, float]) -> None:
+    """Commit one batch of planned results in one transaction: unusable files as skips (with their
+    reason), the others with their items and vectors."""
+    files = [p for p in batch if p.result.reason is None]
+    skips = [(p.job, p.result.reason) for p in batch if p.result.reason is not None]
+    _write(lib, set_id, model, files, skips, np.zeros((0, model.dim), np.float32), summary, stages)

@@ -1,43 +1,122 @@
-"""The Embedder protocol every model implements, and small helpers shared by models."""
+"""The model protocols, the defaults every model declares, and small helpers shared by models.
+
+A model is a `Detector` (what to embed in an image) and an `Embedder` (crops -> vectors) with
+declared capabilities (`Model`): how index runs parallelise it, whether it is run in two phases,
+whether the library whitens its vectors. Models derive from `ModelBase`, which holds the defaults,
+so nothing is discovered by probing attributes.
+"""
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+from ..errors import ModelError
 from ..types import Region
+
+Parallel = Literal["threads", "processes"]
+PARALLEL: tuple[str, ...] = ("threads", "processes")
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds what to embed in an image."""
+
+    def detect(self, image: np.ndarray) -> list[Region]:
+        """Regions of this RGB uint8 image, boxes in its own pixels: [Region(None)] for the whole
+        image, [] when there is nothing to embed."""
+        ...
 
 
 @runtime_checkable
 class Embedder(Protocol):
-    """A model that finds what to embed in an image and turns it into vectors.
+    """Turns crops into vectors."""
 
-    Models load their weights lazily (on first `regions`/`embed` call), so creating one is cheap.
-    A model may also offer `load()`, called before an index run writes anything, so that a missing
-    or broken model fails early.
-    """
+    dim: int
+
+    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """(n, dim) float32, L2-normalised rows, one per RGB uint8 crop."""
+        ...
+
+
+@runtime_checkable
+class Model(Detector, Embedder, Protocol):
+    """What the registry makes and index runs use: a detector and an embedder, with metadata and
+    declared capabilities. Weights load lazily (on first `detect`/`embed`) or on `load()`."""
 
     name: str
     """Registry name, e.g. "mobilenetv2"; stored with every vector set."""
     version: str
     """Weights / code version; a change means stored vectors are not comparable."""
-    dim: int
     item_kind: str
     """What one item is for this model: "image" (whole image), "face" or "body"."""
     decode_max_side: int | None
     """Images may be decoded reduced so that their shorter side is at least this (None: full size)."""
+    parallel: Parallel
+    """How index runs spread files: "threads" (the model releases the GIL) or "processes" (it holds
+    the GIL, like dlib: worker processes decode, detect and embed)."""
+    two_phase: bool
+    """True: `preprocess` runs in the indexing thread and `embed_preprocessed` in the model thread."""
+    collection_whitening: bool
+    """True: the library fits PCA whitening on this model's stored vectors after each index run."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
         ...
 
-    def regions(self, image: np.ndarray) -> list[Region]:
-        """What to embed in this RGB uint8 image: [Region(None)] for whole-image models."""
+    def load(self) -> None:
+        """Load weights now, so that a missing or broken model fails before a run writes anything."""
         ...
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """(n, dim) float32, L2-normalised rows, one per RGB uint8 crop."""
+    def preprocess(self, crops: Sequence[np.ndarray]) -> Any:
+        """Two-phase models: crops -> the model's input batch."""
         ...
+
+    def embed_preprocessed(self, batch: Any) -> np.ndarray:
+        """Two-phase models: embed() of a batch made by preprocess()."""
+        ...
+
+
+class ModelBase:
+    """The declared capabilities' defaults: a whole-image, thread-parallel, one-phase model with
+    nothing to load up front. Models override what differs (and define name, version, dim,
+    describe and embed)."""
+
+    item_kind: str = "image"
+    decode_max_side: int | None = None
+    parallel: Parallel = "threads"
+    two_phase: bool = False
+    collection_whitening: bool = False
+
+    def load(self) -> None:
+        """Nothing to load up front."""
+
+    def detect(self, image: np.ndarray) -> list[Region]:
+        """The whole image."""
+        return list(WHOLE_IMAGE)
+
+    def preprocess(self, crops: Sequence[np.ndarray]) -> Any:
+        raise ModelError(f"model {getattr(self, 'name', type(self).__name__)} is not two-phase")
+
+    def embed_preprocessed(self, batch: Any) -> np.ndarray:
+        raise ModelError(f"model {getattr(self, 'name', type(self).__name__)} is not two-phase")
+
+
+def check_model(model: Any) -> Model:
+    """The model itself, or ModelError naming the capability it does not declare properly."""
+    what = type(model).__name__
+    for attr in ("detect", "embed", "describe", "load"):
+        if not callable(getattr(model, attr, None)):
+            raise ModelError(f"model class {what} has no {attr}() method; models derive from "
+                             "peoplemap.embed.base.ModelBase")
+    parallel = getattr(model, "parallel", None)
+    if parallel not in PARALLEL:
+        raise ModelError(f"model class {what} declares parallel={parallel!r}; must be one of "
+                         f"{list(PARALLEL)}")
+    for flag in ("two_phase", "collection_whitening"):
+        if not isinstance(getattr(model, flag, None), bool):
+            raise ModelError(f"model class {what} must declare {flag} as True or False")
+    return model
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

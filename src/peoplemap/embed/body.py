@@ -140,7 +140,7 @@ def color_histograms(pixels: np.ndarray) -> np.ndarray:
     return hist.reshape(n, COLOR_DIM) * np.float32(1.0 / math.sqrt(COLOR_STRIPES))
 
 
-class BodyEmbedder:
+class BodyEmbedder(base.ModelBase):
     """Striped mid-level MobileNetV2 features (+ mirror) and striped HSV histograms of a body crop."""
 
     name = "body"
@@ -194,7 +194,7 @@ class BodyEmbedder:
             "onnx_opset": OPSET,
         }
 
-    def regions(self, image: np.ndarray) -> list[Region]:
+    def detect(self, image: np.ndarray) -> list[Region]:
         return self.detector.detect(image)
 
     def resize(self, crops: Sequence[np.ndarray]) -> np.ndarray:

@@ -1,7 +1,7 @@
 """The `face` model: dlib face detection + 5-point alignment + ResNet 128-d face descriptor.
 
 Weights ship in face_recognition_models (found with find_spec, never imported: its __init__ needs
-pkg_resources). Each face is an item: `regions` finds faces and returns their aligned 150x150 chips,
+pkg_resources). Each face is an item: `detect` finds faces and returns their aligned 150x150 chips,
 `embed` turns chips into dlib descriptors, L2-normalised. dlib's raw descriptors have norms of about
 1.45 (1.36-1.53 on dlib_johns), so dlib's documented same-person threshold of 0.6 Euclidean is about
 0.41 between the stored vectors.
@@ -41,7 +41,7 @@ def _recognition() -> Shared:
     return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
 
 
-class FaceEmbedder:
+class FaceEmbedder(base.ModelBase):
     """One item per face: dlib detector -> 5-point aligned 150x150 chip -> 128-d ResNet descriptor."""
 
     name = "face"
@@ -104,11 +104,11 @@ class FaceEmbedder:
         self.detector.load()
         _recognition()
 
-    def regions(self, image: np.ndarray) -> list[Region]:
+    def detect(self, image: np.ndarray) -> list[Region]:
         return self.detector.detect(image)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Descriptors of aligned 150x150 chips (as `regions` returns them; any 150x150 crop is taken to
+        """Descriptors of aligned 150x150 chips (as `detect` returns them; any 150x150 crop is taken to
         be one). A crop of another size is first aligned with landmarks fitted on its whole area."""
         if len(crops) == 0:
             return np.zeros((0, DIM), dtype=np.float32)

@@ -20,7 +20,6 @@ import numpy as np
 
 from ..config import Settings, load_settings
 from ..errors import InputError, ModelError
-from ..types import Region
 from . import base
 from .onnx_session import (LazySession, Session, cached_onnx_path, describe_runtime, file_sha256,
                            load_or_export)
@@ -98,13 +97,15 @@ def _export(weights: Path, dest: Path) -> None:
         raise ModelError(f"ONNX export of mobilenetv2 disagrees with torch (max abs diff {err:.2g})")
 
 
-class MobileNetV2Embedder:
+class MobileNetV2Embedder(base.ModelBase):
     """ImageNet MobileNetV2 features of the whole image: 1280-d global average pool, L2-normalised."""
 
     name = "mobilenetv2"
     dim = DIM
     item_kind = "image"
     decode_max_side: int | None = INPUT_SIZE
+    two_phase = True
+    """Index runs preprocess the next batch while the model runs this one."""
 
     def __init__(self, settings: Settings | None = None):
         self.settings = settings if settings is not None else load_settings()
@@ -135,9 +136,6 @@ class MobileNetV2Embedder:
             **describe_runtime(self._session.loaded, self.settings),
             "onnx_opset": OPSET,
         }
-
-    def regions(self, image: np.ndarray) -> list[Region]:
-        return list(base.WHOLE_IMAGE)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops -> (n, 3, 224, 224) float32, ImageNet-normalised."""

@@ -74,7 +74,7 @@ def _size(value: Any) -> Optional[tuple[int, int]]:
     return w, h
 
 
-class OnnxEmbedder:
+class OnnxEmbedder(base.ModelBase):
     """A user-supplied ONNX model: crops -> resize -> normalise -> model -> flatten -> L2."""
 
     decode_max_side: int | None = None
@@ -108,7 +108,7 @@ class OnnxEmbedder:
         self.name = f"onnx:{self.path.name}"
         self._session = LazySession(self._open)
         self._dim: Optional[int] = None
-        self._regions_fn: Any = None
+        self._detector: Optional[base.Detector] = None
         self._input_name = ""
         self._layout = "NCHW"
         self._channels = 3
@@ -212,19 +212,19 @@ class OnnxEmbedder:
             raise ModelError(f"{self.path.name}: output has no features (shape {out.shape})")
 
     # -- embedding -----------------------------------------------------------------------------
-    def regions(self, image: np.ndarray) -> list[Region]:
+    def detect(self, image: np.ndarray) -> list[Region]:
         if self.item_kind == "image":
             return list(base.WHOLE_IMAGE)
-        if self._regions_fn is None:
+        if self._detector is None:
             if self.item_kind == "body":
                 from ..detect.bodies import BodyDetector
 
-                self._regions_fn = BodyDetector(self.detector_name).detect
+                self._detector = BodyDetector(self.detector_name)
             else:
                 from ..detect.faces import FaceDetector
 
-                self._regions_fn = FaceDetector().detect
-        return self._regions_fn(image)
+                self._detector = FaceDetector()
+        return self._detector.detect(image)
 
     def preprocess(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """RGB uint8 crops -> the model's float32 input batch."""
