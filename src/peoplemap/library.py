@@ -356,6 +356,25 @@ class Library:
 
         return hide_person(self, ref, hidden, model)
 
+    def new_person(self, item_ids: Sequence[int], name: str | None = None, model: str | None = None):
+        """Make a person of these faces (e.g. a review group no existing person fits), confirmed."""
+        from .people import create_person
+
+        return create_person(self, item_ids, name, model)
+
+    def merge_suggestions(self, model: str | None = None, *, person: int | None = None,
+                          limit: int = 20):
+        """People likely to be one person, best first (see peoplemap.review)."""
+        from .review import merge_suggestions
+
+        return merge_suggestions(self, model, person=person, limit=limit)
+
+    def review_groups(self, model: str | None = None, *, limit: int = 50):
+        """Unsorted and uncertain faces in groups of similar faces, each with a candidate person."""
+        from .review import review_groups
+
+        return review_groups(self, model, limit=limit)
+
     def confirm_items(self, ref: str | int, item_ids: Sequence[int], model: str | None = None):
         """These items are this person, for good: no clustering moves them (peoplemap.membership)."""
         from .people import confirm_items

@@ -141,6 +141,14 @@ def _known_items(lib: "Library", item_ids: Iterable[int], model: Optional[str]) 
     return ids
 
 
+def create_person(lib: "Library", item_ids: Iterable[int], name: Optional[str] = None,
+                  model: Optional[str] = None) -> Person:
+    """A new person of these faces (named at once when a name is given), confirmed."""
+    ids = _known_items(lib, item_ids, model)
+    new_id = lib.store.people.create(lib.vector_set(model).id, valid_name(name) if name else None, ids)
+    return resolve(lib, new_id, model)
+
+
 def confirm_items(lib: "Library", ref: str | int, item_ids: Iterable[int],
                   model: Optional[str] = None) -> Person:
     """These items are this person: they join it (from wherever they were) and stay."""

@@ -14,6 +14,7 @@ import click
 from . import eval as eval_commands
 from . import index as index_commands
 from . import people as people_commands
+from . import review as review_commands
 from .common import PeoplemapGroup
 
 __all__ = ["main"]
@@ -36,6 +37,7 @@ def main(verbose: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-for command in (*index_commands.COMMANDS, *people_commands.COMMANDS, *eval_commands.COMMANDS):
+for command in (*index_commands.COMMANDS, *people_commands.COMMANDS, *eval_commands.COMMANDS,
+                *review_commands.COMMANDS):
     main.add_command(command)
 del command

@@ -109,6 +109,17 @@ class PeopleRepo:
             c.execute("UPDATE person_items SET pinned = 1 WHERE person_id = ?", (person_id,))
         return new_id
 
+    def create(self, set_id: int, name: Optional[str], item_ids: Sequence[int]) -> int:
+        """A new person holding these items, confirmed (they leave whoever had them)."""
+        with self.db.write() as c:
+            new_id = int(c.execute("INSERT INTO people(set_id, name, created_at) VALUES (?, ?, ?)",
+                                   (set_id, name, time.time())).lastrowid)
+            c.executemany("INSERT OR REPLACE INTO person_items(item_id, person_id, pinned) VALUES (?, ?, 1)",
+                          [(int(i), new_id) for i in item_ids])
+            c.execute("DELETE FROM people WHERE set_id = ? AND id NOT IN "
+                      "(SELECT DISTINCT person_id FROM person_items)", (set_id,))
+        return new_id
+
     def confirm(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
         """These items belong to the person, for good (they may come from another person)."""
         with self.db.write() as c:

@@ -1,0 +1,250 @@
+"""Finishing the people page: merge suggestions and review groups, for a user to answer.
+
+- `merge_suggestions`: pairs of people likely to be one person, ranked by a link score: the mean
+  distance of the closest cross pairs of their faces (single people photographed in different
+  conditions are split by clustering along such bridges), shortlisted through person centroids
+  so that a library of 100k faces answers in well under a second. People the user marked as
+  different are never suggested.
+- `review_groups`: unsorted faces (and members the clustering was unsure of), grouped so that
+  similar faces sit together, each group with its best candidate person: "Are these <name>?".
+
+The answers are the Library's decisions (merge, mark_different, confirm_items, reject_items),
+which peoplemap.membership keeps through every later clustering.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from .responses import Response
+
+if TYPE_CHECKING:
+    from .library import Library
+
+log = logging.getLogger(__name__)
+
+LINK_PAIRS = 3
+"""The link score of two people is the mean distance of their LINK_PAIRS closest cross pairs."""
+CENTROID_CANDIDATES = 8
+"""Per person, the people with the nearest centroids whose link score is computed."""
+GROUP_DISTANCE = 0.42
+"""Two unsorted faces closer than this (Euclidean, unit vectors) go in one review group: about
+dlib's documented same-person threshold (0.6 on raw descriptors of norm ~1.45)."""
+CANDIDATE_K = 12
+"""Neighbours looked up per face of a review group to find its candidate person."""
+FACES_SHOWN = 4
+
+
+@dataclass(frozen=True)
+class MergeSuggestion(Response):
+    """Two people who may be one: the smaller link distance, the likelier."""
+
+    person_id: int
+    other_id: int
+    distance: float
+    """Mean Euclidean distance of the closest cross pairs of faces (unit vectors; 0 = identical)."""
+    person_faces: list[int] = field(default_factory=list)
+    other_faces: list[int] = field(default_factory=list)
+    """A few item ids of each, closest pair first: shown side by side."""
+
+
+@dataclass(frozen=True)
+class ReviewGroup(Response):
+    """Similar faces that no person holds (or holds unsurely), with the person they most look like."""
+
+    item_ids: list[int]
+    candidate_id: Optional[int]
+    candidate_name: Optional[str]
+    distance: Optional[float]
+    """Median over the group's faces of the distance to the candidate's nearest face."""
+    kind: str = "unsorted"
+    """"unsorted" (no person) or "uncertain" (members the clustering was least sure of)."""
+
+
+def _people_vectors(lib: "Library", model: Optional[str]):
+    people = lib.people(model, include_hidden=True)
+    ids, X = lib.vectors(model)
+    pos = {int(i): k for k, i in enumerate(ids)}
+    return people, ids, X, pos
+
+
+def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
+    """(mean distance of the LINK_PAIRS closest cross pairs, row in A, row in B of the closest)."""
+    d2 = np.maximum(2.0 - 2.0 * (XA @ XB.T), 0.0)
+    flat = d2.ravel()
+    k = min(LINK_PAIRS, flat.size)
+    part = np.argpartition(flat, k - 1)[:k]
+    best = int(part[np.argmin(flat[part])])
+    return float(np.sqrt(flat[part]).mean()), best // d2.shape[1], best % d2.shape[1]
+
+
+def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Optional[int] = None,
+                      limit: int = 20, max_distance: float = 0.6) -> list[MergeSuggestion]:
+    """The likeliest same-person pairs of people, best first (only pairs with `person` when given).
+    Pairs the user marked as different, and hidden people, are left out."""
+    import faiss
+
+    people, _ids, X, pos = _people_vectors(lib, model)
+    people = [p for p in people if not p.hidden]
+    if len(people) < 2:
+        return []
+    different = lib.store.people.different(lib.vector_set(model).id)
+    rows = [np.asarray([pos[i] for i in p.item_ids if i in pos], dtype=np.int64) for p in people]
+    C = np.stack([X[r].mean(axis=0) for r in rows]).astype(np.float32)
+    C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
+    index = faiss.IndexFlatIP(C.shape[1])
+    index.add(C)
+    k = min(len(people), CENTROID_CANDIDATES + 1)
+    if person is not None:
+        which = [n for n, p in enumerate(people) if p.id == int(person)]
+        if not which:
+            return []
+        _sims, nbrs = index.search(C[which], k)
+        queries = which
+    else:
+        _sims, nbrs = index.search(C, k)
+        queries = list(range(len(people)))
+    seen: set[tuple[int, int]] = set()
+    out: list[MergeSuggestion] = []
+    for qi, row in zip(queries, nbrs):
+        for oi in row:
+            if oi < 0 or oi == qi:
+                continue
+            a, b = people[qi], people[int(oi)]
+            key = (min(a.id, b.id), max(a.id, b.id))
+            if key in seen or key in different:
+                continue
+            seen.add(key)
+            dist, ra, rb = _link(X[rows[qi]], X[rows[int(oi)]])
+            if dist > max_distance:
+                continue
+            fa = [a.item_ids[0]] if not len(rows[qi]) else [int(_ids[rows[qi][ra]])]
+            fb = [b.item_ids[0]] if not len(rows[int(oi)]) else [int(_ids[rows[int(oi)][rb]])]
+            fa += [i for i in a.item_ids if i not in fa][:FACES_SHOWN - 1]
+            fb += [i for i in b.item_ids if i not in fb][:FACES_SHOWN - 1]
+            if person is not None and b.id == int(person):
+                a, b, fa, fb = b, a, fb, fa
+            out.append(MergeSuggestion(a.id, b.id, round(dist, 4), fa, fb))
+    out.sort(key=lambda s: (s.distance, s.person_id, s.other_id))
+    return out[:limit]
+
+
+def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 50,
+                  include_uncertain: bool = True) -> list[ReviewGroup]:
+    """Unsorted faces grouped by similarity, each group with its candidate person, largest groups
+    first; then (include_uncertain) each person's least certain members as a group of their own."""
+    import faiss
+
+    people, ids, X, pos = _people_vectors(lib, model)
+    owner = {i: p.id for p in people for i in p.item_ids}
+    names = {p.id: p.name for p in people}
+    s = lib.vector_set(model)
+    rejected = lib.store.people.rejected(s.id)
+    loose = np.asarray([k for k, i in enumerate(ids) if int(i) not in owner], dtype=np.int64)
+    member_rows = np.asarray([k for k, i in enumerate(ids) if int(i) in owner], dtype=np.int64)
+    groups: list[ReviewGroup] = []
+    if len(loose):
+        comps = _components(X[loose], GROUP_DISTANCE)
+        member_index = None
+        if len(member_rows):
+            member_index = faiss.IndexFlatIP(X.shape[1])
+            member_index.add(np.ascontiguousarray(X[member_rows]))
+        for comp in comps:
+            item_ids = [int(ids[loose[c]]) for c in comp]
+            cand, dist = (None, None)
+            if member_index is not None:
+                cand, dist = _candidate(member_index, X[loose[comp]], ids[member_rows], owner,
+                                        item_ids, rejected)
+            groups.append(ReviewGroup(item_ids, cand, names.get(cand) if cand else None, dist))
+        groups.sort(key=lambda g: (-len(g.item_ids), g.distance if g.distance is not None else 9.0))
+    if include_uncertain:
+        groups.extend(_uncertain(lib, model, people, X, pos))
+    return groups[:limit]
+
+
+def _components(X: np.ndarray, threshold: float) -> list[list[int]]:
+    """Connected components of the graph joining rows closer than threshold (through each row's
+    nearest neighbours), largest first."""
+    import faiss
+
+    n = len(X)
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    if n > 1:
+        index = faiss.IndexFlatIP(X.shape[1])
+        index.add(np.ascontiguousarray(X))
+        sims, nbrs = index.search(np.ascontiguousarray(X), min(n, 10))
+        d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
+        for a in range(n):
+            for b, dist in zip(nbrs[a], d[a]):
+                if b >= 0 and b != a and dist < threshold:
+                    ra, rb = find(a), find(int(b))
+                    if ra != rb:
+                        parent[ra] = rb
+    comps: dict[int, list[int]] = {}
+    for a in range(n):
+        comps.setdefault(find(a), []).append(a)
+    return sorted(comps.values(), key=len, reverse=True)
+
+
+def _candidate(index, Q: np.ndarray, member_ids: np.ndarray, owner: dict[int, int],
+               item_ids: list[int], rejected: set[tuple[int, int]]) -> tuple[Optional[int], Optional[float]]:
+    """The person whose faces are nearest the group's (median over the group of each face's
+    nearest distance to that person), leaving out people the user rejected these faces from."""
+    k = min(CANDIDATE_K, index.ntotal)
+    sims, nbrs = index.search(np.ascontiguousarray(Q), k)
+    d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
+    best_per_face: dict[int, list[float]] = {}
+    for qi, (drow, nrow) in enumerate(zip(d, nbrs)):
+        seen: set[int] = set()
+        for dist, n in zip(drow, nrow):
+            if n < 0:
+                continue
+            p = owner[int(member_ids[n])]
+            if p in seen or (item_ids[qi], p) in rejected:
+                continue
+            seen.add(p)
+            best_per_face.setdefault(p, []).append(float(dist))
+    if not best_per_face:
+        return None, None
+    n = len(Q)
+    # a person missing from a face's neighbours counts as far (2.0) for that face
+    score = {p: float(np.median(v + [2.0] * (n - len(v)))) for p, v in best_per_face.items()}
+    p = min(score, key=lambda q: (score[q], q))
+    return p, round(score[p], 4)
+
+
+def _uncertain(lib: "Library", model: Optional[str], people, X: np.ndarray,
+               pos: dict[int, int]) -> list[ReviewGroup]:
+    """Per person, the unconfirmed members farthest from the person's other faces (nearest
+    neighbour farther than GROUP_DISTANCE), as one group each: "Are these <name>?"."""
+    s = lib.vector_set(model)
+    members = lib.store.people.members(s.id)
+    out = []
+    for p in people:
+        rows = [pos[i] for i in p.item_ids if i in pos]
+        if len(rows) < 3:
+            continue
+        Xp = X[rows]
+        d2 = np.maximum(2.0 - 2.0 * (Xp @ Xp.T), 0.0)
+        np.fill_diagonal(d2, np.inf)
+        nn = np.sqrt(d2.min(axis=1))
+        far = [i for i, dist in zip(p.item_ids, nn)
+               if dist > GROUP_DISTANCE and not members.get(i, None) is None and not members[i].confirmed]
+        if far:
+            out.append(ReviewGroup(far, p.id, p.name, round(float(np.median(nn[nn > GROUP_DISTANCE])), 4),
+                                   kind="uncertain"))
+    out.sort(key=lambda g: -(g.distance or 0.0))
+    return out
+
+
+__all__ = ["MergeSuggestion", "ReviewGroup", "merge_suggestions", "review_groups"]

@@ -1,0 +1,83 @@
+"""Merge suggestions, review groups and the answers a user gives (peoplemap.review, the review CLI),
+on generated images with the fake model; the simulated-user benchmark's real-data run is in
+benchmarks/bench_review.py and tests/test_review_real.py."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+from peoplemap.cli import main
+
+from conftest import make_person_images
+
+
+def _split_first_person(lib):
+    p = lib.people("fake")[0]
+    half = p.item_ids[: p.size // 2]
+    q = lib.split_person(p.id, half, "fake")
+    return lib.person(p.id, "fake"), q
+
+
+def test_a_split_person_is_the_first_suggestion_until_answered(library, photos):
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    a, b = _split_first_person(library)
+    top = library.merge_suggestions("fake")[0]
+    assert {top.person_id, top.other_id} == {a.id, b.id}
+    assert top.person_faces and top.other_faces
+    assert set(top.person_faces) <= set(a.item_ids) | set(b.item_ids)
+    for_b = library.merge_suggestions("fake", person=b.id)
+    assert for_b and for_b[0].person_id == b.id and for_b[0].other_id == a.id
+    library.mark_different(a.id, b.id, "fake")
+    assert all({s.person_id, s.other_id} != {a.id, b.id} for s in library.merge_suggestions("fake"))
+    library.cluster(model="fake")  # a re-clustering does not merge them either
+    ids = {p.id for p in library.people("fake")}
+    assert {a.id, b.id} <= ids
+
+
+def test_unsorted_faces_come_as_a_group_with_their_candidate(library, tmp_path):
+    photos = tmp_path / "p"
+    make_person_images(photos, n_people=3, per_person=5, seed=2)
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    target = library.people("fake")[0]
+    library.name_person(target.id, "Ada", "fake")
+    loose = target.item_ids[:2]
+    library.reject_items(target.id, loose, "fake")
+    groups = library.review_groups("fake")
+    unsorted = [g for g in groups if g.kind == "unsorted"]
+    assert any(set(loose) <= set(g.item_ids) for g in unsorted)
+    g = next(g for g in unsorted if set(loose) <= set(g.item_ids))
+    # rejected from Ada: the candidate is never Ada for these faces
+    assert g.candidate_id != target.id
+    p = library.new_person(loose, "Ada again", "fake")
+    assert set(p.item_ids) == set(loose)
+    library.cluster(model="fake")
+    assert set(library.person("Ada again", "fake").item_ids) >= set(loose)
+
+
+def test_review_cli_answers_and_json(library, photos):
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    a, b = _split_first_person(library)
+    lib_path = str(library.path)
+    r = CliRunner().invoke(main, ["review", "suggestions", "--library", lib_path, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.output)
+    assert {rows[0]["person_id"], rows[0]["other_id"]} == {a.id, b.id}
+    assert rows[0] == library.merge_suggestions("fake")[0].to_json()
+    r = CliRunner().invoke(main, ["review", "same", str(a.id), str(b.id), "--library", lib_path])
+    assert r.exit_code == 0 and "Merged" in r.output
+    merged = library.person(a.id, "fake")
+    assert merged.size == a.size + b.size
+    r = CliRunner().invoke(main, ["review", "reject", str(a.id), str(merged.item_ids[0]), "--library", lib_path])
+    assert r.exit_code == 0, r.output
+    assert merged.item_ids[0] not in library.person(a.id, "fake").item_ids
+    r = CliRunner().invoke(main, ["review", "confirm", "nobody", "1", "--library", lib_path])
+    assert r.exit_code == 1 and r.output.startswith("Error:")
+    r = CliRunner().invoke(main, ["review", "groups", "--library", lib_path, "--json"])
+    assert r.exit_code == 0
+    assert any(merged.item_ids[0] in g["item_ids"] for g in json.loads(r.output))
+    assert np.isfinite([g["distance"] or 0 for g in json.loads(r.output)]).all()
