@@ -81,3 +81,42 @@ def test_review_cli_answers_and_json(library, photos):
     assert r.exit_code == 0
     assert any(merged.item_ids[0] in g["item_ids"] for g in json.loads(r.output))
     assert np.isfinite([g["distance"] or 0 for g in json.loads(r.output)]).all()
+
+
+class _TwoBoxes(__import__("conftest").FakeEmbedder):
+    """Two 'faces' per photo: its left and right halves (boxes in the image's own pixels)."""
+
+    name = "fake-boxes"
+    item_kind = "face"
+    decode_max_side = None
+
+    def detect(self, image):
+        from peoplemap.types import Region
+
+        h, w = image.shape[:2]
+        return [Region((0, 0, w // 2, h), 0.9), Region((w // 2, 0, w - w // 2, h), 0.8)]
+
+
+from peoplemap.embed.registry import register  # noqa: E402
+
+register("fake-boxes", "test-only: two boxes per photo")(_TwoBoxes)
+
+
+def test_not_a_face_goes_for_good(library, photos):
+    library.index(photos, model="fake-boxes")
+    library.cluster(model="fake-boxes")
+    items = library.items("fake-boxes")
+    right = [it for it in items if it.box and it.box[0] > 0]
+    assert len(right) == 20 and len(items) == 40
+    library.set_cover(library.people("fake-boxes")[0].id, library.people("fake-boxes")[0].item_ids[-1],
+                      "fake-boxes")
+    assert library.people("fake-boxes")[0].cover_item_id is not None
+    assert library.not_a_face([it.id for it in right[:5]], "fake-boxes") == 5
+    left = {it.id for it in library.items("fake-boxes")}
+    assert not left & {it.id for it in right[:5]} and len(left) == 35
+    # processed again from scratch (a rebuild): the refused boxes stay refused
+    library.index(photos, model="fake-boxes", rebuild=True)
+    again = library.items("fake-boxes")
+    assert len(again) == 35
+    refused = {(it.path, it.box) for it in right[:5]}
+    assert not refused & {(it.path, it.box) for it in again}

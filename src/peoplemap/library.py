@@ -375,6 +375,18 @@ class Library:
 
         return review_groups(self, model, limit=limit)
 
+    def set_cover(self, ref: str | int, item_id: int | None, model: str | None = None):
+        """Show a person by one of its faces (None: peoplemap picks the best face)."""
+        from .people import set_cover
+
+        return set_cover(self, ref, item_id, model)
+
+    def not_a_face(self, item_ids: Sequence[int], model: str | None = None) -> int:
+        """Remove false detections for good (they never come back as faces or people)."""
+        from .people import not_a_face
+
+        return not_a_face(self, item_ids, model)
+
     def confirm_items(self, ref: str | int, item_ids: Sequence[int], model: str | None = None):
         """These items are this person, for good: no clustering moves them (peoplemap.membership)."""
         from .people import confirm_items

@@ -30,8 +30,9 @@ def list_people(lib: "Library", model: Optional[str] = None, *,
     people: dict[int, tuple[Optional[str], bool, list[int]]] = {}
     for pid, name, hidden, item_id in lib.store.people.rows(s.id):
         people.setdefault(pid, (name, hidden, []))[2].append(item_id)
-    out = [Person(pid, name, hidden, len(items), items) for pid, (name, hidden, items) in people.items()
-           if include_hidden or not hidden]
+    covers = lib.store.people.covers(s.id)
+    out = [Person(pid, name, hidden, len(items), items, covers.get(pid))
+           for pid, (name, hidden, items) in people.items() if include_hidden or not hidden]
     return sorted(out, key=lambda p: (-p.size, p.id))
 
 
@@ -175,6 +176,23 @@ def mark_different(lib: "Library", a: str | int, b: str | int, model: Optional[s
     if pa.id == pb.id:
         raise InputError(f"{pa.label} cannot be different from itself")
     lib.store.people.mark_different(pa.id, pb.id)
+
+
+def set_cover(lib: "Library", ref: str | int, item_id: Optional[int], model: Optional[str] = None) -> Person:
+    """Show the person by this face (one of its own); None lets peoplemap pick again."""
+    p = resolve(lib, ref, model)
+    if item_id is not None and int(item_id) not in set(p.item_ids):
+        raise InputError(f"face {item_id} is not one of {p.label}'s faces")
+    lib.store.people.set_cover(p.id, None if item_id is None else int(item_id))
+    return resolve(lib, p.id, model)
+
+
+def not_a_face(lib: "Library", item_ids: Iterable[int], model: Optional[str] = None) -> int:
+    """Remove false detections for good: they go with their vectors, and the same boxes are never
+    taken as faces again when the photo is processed again. Returns how many were removed."""
+    ids = _known_items(lib, item_ids, model)
+    lib.store.people.not_a_face(lib.vector_set(model).id, ids)
+    return len(ids)
 
 
 def forget_person(lib: "Library", ref: str | int, model: Optional[str] = None) -> int:

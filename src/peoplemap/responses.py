@@ -100,6 +100,8 @@ class Person(Response):
     hidden: bool
     size: int
     item_ids: list[int]
+    cover_item_id: Optional[int] = None
+    """The face the user chose to show the person by (None: the app picks the best face)."""
 
     @property
     def label(self) -> str:

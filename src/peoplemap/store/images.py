@@ -102,8 +102,11 @@ class ImagesRepo:
                     n = _copy_items(c, r.reuse_from, image_id, set_id)
                     counts.reused += 1
                 else:
-                    n = len(r.items)
-                    for it in r.items:
+                    refused = {tuple(b) for b in c.execute(
+                        "SELECT x, y, w, h FROM not_faces WHERE sha256 = ?", (r.sha256,))}
+                    kept = [it for it in r.items if not _refused(it.box, refused)]
+                    n = len(kept)
+                    for it in kept:
                         item_id = c.execute(
                             "INSERT INTO items(image_id, set_id, x, y, w, h, score) "
                             "VALUES (?,?,?,?,?,?,?)",
@@ -131,6 +134,20 @@ class ImagesRepo:
                           "VALUES (?, ?, NULL, NULL, ?)", (s.path, s.reason, time.time()))
             if gone_images:
                 c.execute("UPDATE vector_sets SET generation = generation + 1")
+
+
+def _refused(box, refused: set) -> bool:
+    """True when `box` is (mostly) one the user said is not a face: intersection over union > 0.5."""
+    if box is None or not refused:
+        return False
+    x, y, w, h = box
+    for rx, ry, rw, rh in refused:
+        iw = max(0, min(x + w, rx + rw) - max(x, rx))
+        ih = max(0, min(y + h, ry + rh) - max(y, ry))
+        inter = iw * ih
+        if inter and inter / (w * h + rw * rh - inter) > 0.5:
+            return True
+    return False
 
 
 def _copy_items(c, src_image: int, dst_image: int, set_id: int) -> int:

@@ -185,6 +185,24 @@ def _ids_never_reused(c: sqlite3.Connection) -> None:
     c.execute("UPDATE vector_sets SET generation = generation + 1")
 
 
+# -- 3: a person's chosen cover face; faces the user said are not faces ---------------------------
+COVERS_AND_NOT_FACES = """
+ALTER TABLE people ADD COLUMN cover_item_id INTEGER REFERENCES items(id) ON DELETE SET NULL;
+-- "Not a face": a false detection the user removed. Kept by content (sha256) and box, so that the
+-- same photo processed again (a rebuild, a copy, a new model version) does not bring it back.
+CREATE TABLE not_faces (
+    sha256 TEXT NOT NULL,
+    x INTEGER NOT NULL, y INTEGER NOT NULL, w INTEGER NOT NULL, h INTEGER NOT NULL,
+    decided_at REAL NOT NULL,
+    PRIMARY KEY (sha256, x, y, w, h)
+);
+"""
+
+
+def _covers_and_not_faces(c: sqlite3.Connection) -> None:
+    _script(c, COVERS_AND_NOT_FACES)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -198,6 +216,7 @@ MIGRATIONS: list[Migration] = [
     Migration(1, "first schema", _schema_1),
     Migration(2, "ids never reused; rejections and different people", _ids_never_reused,
               invalidates_derived=True),
+    Migration(3, "cover faces; not-a-face decisions", _covers_and_not_faces),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

@@ -36,6 +36,16 @@ class PeopleRepo:
             out.update(self.db.query(f"SELECT id, name FROM people WHERE id IN ({marks(len(chunk))})", chunk))
         return out
 
+    def covers(self, set_id: int) -> dict[int, int]:
+        """person id -> the face the user chose to show the person by."""
+        return {int(p): int(i) for p, i in self.db.query(
+            "SELECT id, cover_item_id FROM people WHERE set_id = ? AND cover_item_id IS NOT NULL", (set_id,))}
+
+    def set_cover(self, person_id: int, item_id: Optional[int]) -> None:
+        """Show the person by this face (None: peoplemap picks)."""
+        with self.db.write() as c:
+            c.execute("UPDATE people SET cover_item_id = ? WHERE id = ?", (item_id, person_id))
+
     def members(self, set_id: int, conn: Optional[sqlite3.Connection] = None) -> dict[int, Member]:
         """item id -> its person and whether the user confirmed it."""
         c = conn or self.db.conn()
@@ -146,6 +156,22 @@ class PeopleRepo:
         with self.db.write() as c:
             c.execute("INSERT OR REPLACE INTO different_people(a, b, decided_at) VALUES (?, ?, ?)",
                       (a, b, time.time()))
+
+    def not_a_face(self, set_id: int, item_ids: Sequence[int]) -> None:
+        """False detections: the items go (with their vectors), and their boxes are remembered by
+        the photo's content so that processing the photo again does not bring them back."""
+        now = time.time()
+        with self.db.write() as c:
+            for chunk in in_chunks(item_ids):
+                rows = c.execute(
+                    "SELECT im.sha256, i.x, i.y, i.w, i.h FROM items i JOIN images im ON im.id = i.image_id "
+                    f"WHERE i.id IN ({marks(len(chunk))}) AND i.x IS NOT NULL", chunk).fetchall()
+                c.executemany("INSERT OR REPLACE INTO not_faces(sha256, x, y, w, h, decided_at) "
+                              "VALUES (?, ?, ?, ?, ?, ?)", [(*r, now) for r in rows])
+                c.execute(f"DELETE FROM items WHERE id IN ({marks(len(chunk))})", chunk)
+            c.execute("DELETE FROM people WHERE set_id = ? AND id NOT IN "
+                      "(SELECT DISTINCT person_id FROM person_items)", (set_id,))
+            c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (set_id,))
 
     def forget(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
         """Delete a person with its items and vectors for good (secure_delete overwrites the freed
