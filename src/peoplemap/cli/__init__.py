@@ -15,6 +15,7 @@ from . import eval as eval_commands
 from . import index as index_commands
 from . import people as people_commands
 from . import review as review_commands
+from . import serve as serve_commands
 from .common import PeoplemapGroup
 
 __all__ = ["main"]
@@ -38,6 +39,6 @@ def main(verbose: int) -> None:
 
 
 for command in (*index_commands.COMMANDS, *people_commands.COMMANDS, *eval_commands.COMMANDS,
-                *review_commands.COMMANDS):
+                *review_commands.COMMANDS, *serve_commands.COMMANDS):
     main.add_command(command)
 del command
