@@ -63,6 +63,7 @@ def create_app(lib: Library, config: ServerConfig, jobs: Optional[JobManager] = 
     errors.install(app)
     app.include_router(routes_media.router)
     app.include_router(routes_people.router)
+    app.include_router(routes_people.review_router)
     app.include_router(routes_jobs.router)
     _docs(app, config)
     app.add_middleware(Guard, config=config)

@@ -1,7 +1,10 @@
-"""/people: list, get, rename, hide, merge, split, confirm, reject, mark different, forget.
+"""/people: list, get, rename, hide, merge, split, confirm, reject, mark different, cover,
+forget; and the review's questions (merge suggestions, groups of unsorted faces) and answers (a
+new person from faces, "not a face").
 
 Each route is one Library call; a person is named by id or exact name, as in the CLI. Answers are
-Person.to_json(), the JSON `peoplemap people list --json` prints.
+Person.to_json(), the JSON `peoplemap people list --json` prints, and the review's
+MergeSuggestion / ReviewGroup.to_json() (`peoplemap review ... --json`).
 """
 from __future__ import annotations
 
@@ -11,13 +14,15 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
 
 from ..responses import Person, jsonable
+from ..review import MergeSuggestion, ReviewGroup
 from .deps import Lib, ModelParam, person_or_404
 from .errors import ApiError
 from .media import forget_cached
-from .schemas import (DifferentRequest, Different, Forgotten, ItemsRequest, MergeRequest,
-                      PersonUpdate, SplitRequest, errors)
+from .schemas import (CoverRequest, DifferentRequest, Different, Forgotten, ItemsRequest,
+                      MergeRequest, NewPersonRequest, NotAFace, PersonUpdate, SplitRequest, errors)
 
 router = APIRouter(prefix="/people", tags=["people"])
+review_router = APIRouter(tags=["review"])
 
 Ref = Annotated[str, Path(max_length=200, description="A person's id, or exact name.")]
 
@@ -32,6 +37,23 @@ def list_people(lib: Lib, model: ModelParam = None,
                 ) -> JSONResponse:
     """People of the library, largest first (as `peoplemap people list --json`)."""
     return answer(lib.people(model, include_hidden=include_hidden))
+
+
+@router.post("", status_code=201, responses={201: {"model": Person}, **errors(409, 415, 422)})
+def new_person(body: NewPersonRequest, lib: Lib, model: ModelParam = None) -> JSONResponse:
+    """Make a person of these items (a review group no existing person fits), confirmed."""
+    return answer(lib.new_person(body.item_ids, body.name, model), 201)
+
+
+@router.get("/suggestions", tags=["review"], responses={200: {"model": list[MergeSuggestion]},
+                                                         **errors(404, 409, 422)})
+def merge_suggestions(lib: Lib, model: ModelParam = None,
+                      person: Annotated[Optional[str], Query(
+                          max_length=200, description="Only pairs with this person.")] = None,
+                      limit: Annotated[int, Query(ge=1, le=1000)] = 20) -> JSONResponse:
+    """People likely to be one person, best first (answer with merge or different)."""
+    pid = None if person is None else person_or_404(lib, person, model).id
+    return answer(lib.merge_suggestions(model, person=pid, limit=limit))
 
 
 @router.get("/{ref}", responses={200: {"model": Person}, **errors(404, 409)})
@@ -96,6 +118,13 @@ def different(ref: Ref, body: DifferentRequest, lib: Lib, model: ModelParam = No
     return answer(Different(a.id, b.id))
 
 
+@router.put("/{ref}/cover", responses={200: {"model": Person}, **errors(404, 409, 415, 422)})
+def set_cover(ref: Ref, body: CoverRequest, lib: Lib, model: ModelParam = None) -> JSONResponse:
+    """Show the person by one of its items (`item_id`; null: peoplemap picks the best face)."""
+    p = person_or_404(lib, ref, model)
+    return answer(lib.set_cover(p.id, body.item_id, model))
+
+
 @router.delete("/{ref}", responses={200: {"model": Forgotten}, **errors(404, 409)})
 def forget(ref: Ref, lib: Lib, model: ModelParam = None) -> JSONResponse:
     """Forget a person: their items, vectors, thumbnails and derived indexes are deleted for good
@@ -104,3 +133,22 @@ def forget(ref: Ref, lib: Lib, model: ModelParam = None) -> JSONResponse:
     n = lib.forget_person(p.id, model)
     forget_cached()
     return answer(Forgotten(p.id, p.label, n))
+
+
+@review_router.get("/review/groups", responses={200: {"model": list[ReviewGroup]},
+                                                **errors(409)})
+def review_groups(lib: Lib, model: ModelParam = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> JSONResponse:
+    """Unsorted and uncertain faces in groups of similar faces, each with a candidate person
+    ("Are these <name>?": answer with confirm, reject, or a new person)."""
+    return answer(lib.review_groups(model, limit=limit))
+
+
+@review_router.post("/items/not-a-face", responses={200: {"model": NotAFace},
+                                                    **errors(409, 415, 422)})
+def not_a_face(body: ItemsRequest, lib: Lib, model: ModelParam = None) -> JSONResponse:
+    """False detections: the items and their vectors are removed, and the same boxes are never
+    taken as faces again."""
+    n = lib.not_a_face(body.item_ids, model)
+    forget_cached()
+    return answer(NotAFace(n))

@@ -48,6 +48,16 @@ class ItemsRequest(Strict):
     item_ids: Annotated[list[ItemId], Field(min_length=1, max_length=MAX_IDS)]
 
 
+class NewPersonRequest(Strict):
+    item_ids: Annotated[list[ItemId], Field(min_length=1, max_length=MAX_IDS)]
+    name: Optional[Annotated[StrictStr, Field(min_length=1, max_length=200)]] = None
+
+
+class CoverRequest(Strict):
+    item_id: Optional[ItemId]
+    """One of the person's items, or null to let peoplemap pick."""
+
+
 class DifferentRequest(Strict):
     other: PersonRef
     """The person this one is not."""
@@ -116,6 +126,11 @@ class Forgotten(Response):
     person_id: int
     label: str
     items_removed: int
+
+
+@dataclass(frozen=True)
+class NotAFace(Response):
+    removed: int
 
 
 @dataclass(frozen=True)
