@@ -47,7 +47,7 @@ def test_errors_are_one_line_with_exit_1(tmp_path):
     assert r.exit_code == 1
     assert r.output.startswith("Error: no peoplemap library")
     assert "Traceback" not in r.output
-    r = CliRunner().invoke(main, ["index", str(tmp_path / "nofolder"), "--library", str(tmp_path / "l"),
+    r = CliRunner().invoke(main, ["index", str(tmp_path), "--library", str(tmp_path / "l"),
                                   "--model", "nope"])
     assert r.exit_code == 1 and "Unknown model: 'nope'" in r.output and "mobilenetv2" in r.output
 
@@ -59,11 +59,11 @@ def test_end_to_end_contract(tmp_path, photos):
     assert r.exit_code == 0, r.output
     assert "20 new" in r.output
     r = run(main, ["cluster", "--library", lib, "--min-cluster-size", "3"])
-    assert r.exit_code == 0 and "4 clusters" in r.output, r.output
+    assert r.exit_code == 0 and "into 4 people" in r.output, r.output
     q1, q2 = str(photos / "person1" / "img0.jpg"), str(photos / "person3" / "img1.png")
     r = run(main, ["search", q1, q2, "--library", lib, "-k", "3", "--json"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert [d["query"] for d in data] == [q1, q2]
     for d in data:
         assert set(d) >= {"query", "cluster", "hits"}
@@ -76,7 +76,7 @@ def test_end_to_end_contract(tmp_path, photos):
     r = run(main, ["export", "--library", lib, "--format", "csv", "--out", str(out)])
     assert r.exit_code == 0 and out.read_text().splitlines()[0].startswith("item_id,path,box,cluster,person_name")
     r = run(main, ["info", "--library", lib, "--json"])
-    info = json.loads(r.output)
+    info = json.loads(r.stdout)
     assert info["images"] == 20 and info["models"][0]["model"] == "fake"
     assert info["models"][0]["clustering"]["clusters"] == 4
 
@@ -91,10 +91,10 @@ def test_json_output_is_the_library_responses_one_json_form(tmp_path, photos):
     run = CliRunner().invoke
     r = run(main, ["index", str(photos), "--library", lib_dir, "--model", "fake", "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["new"] == 20
+    assert json.loads(r.stdout)["new"] == 20  # progress lines go to stderr
     r = run(main, ["cluster", "--library", lib_dir, "--min-cluster-size", "3", "--json"])
     assert r.exit_code == 0, r.output
-    clustered = json.loads(r.output)
+    clustered = json.loads(r.stdout)
     assert clustered == jsonable(ClusterSummary(**clustered))
     assert clustered["n_clusters"] == 4 and clustered["model"] == "fake"
     with Library.open(lib_dir) as lib:
@@ -105,15 +105,15 @@ def test_json_output_is_the_library_responses_one_json_form(tmp_path, photos):
 
     r = run(main, ["people", "list", "--library", lib_dir, "--json"])
     assert r.exit_code == 0, r.output
-    listed = json.loads(r.output)
+    listed = json.loads(r.stdout)
     r = run(main, ["info", "--library", lib_dir, "--json"])
     assert r.exit_code == 0, r.output
-    info = json.loads(r.output)
+    info = json.loads(r.stdout)
     with Library.open(lib_dir) as lib:
         assert listed == jsonable(lib.people()) == [p.to_json() for p in lib.people()]
         assert info == jsonable(lib.info()) == lib.info().to_json()
     assert len(listed) == 4 and any(p["name"] == "Ada" for p in listed)
-    assert all(set(p) == {"id", "name", "hidden", "size", "item_ids"} for p in listed)
+    assert all(set(p) == {"id", "name", "hidden", "size", "item_ids", "cover_item_id"} for p in listed)
     assert set(info) >= {"library", "images", "items", "skipped", "models", "last_runs"}
     assert info["items"] == 20 and info["models"][0]["clustering"]["clusters"] == 4
     assert [r["kind"] for r in info["last_runs"][:3]] == ["cluster", "cluster", "index"]

@@ -205,14 +205,16 @@ def test_export_csv_json_folders(library, photos, tmp_path):
     assert len(data["items"]) == 20 and {r["cluster"] for r in data["items"]} == {0, 1, 2, 3}
     before = {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()}
     folders = library.export("folders", tmp_path / "byperson")
-    dirs = sorted(d.name for d in folders.iterdir())
-    assert dirs == ["cluster-0000", "cluster-0001", "cluster-0002", "cluster-0003"]
-    links = list(folders.rglob("*"))
+    dirs = sorted(d.name for d in folders.iterdir() if d.is_dir())
+    assert dirs == sorted(p.label for p in library.people())  # "Person 3": as the app shows it
+    links = [p for p in folders.rglob("*") if p.name != ".peoplemap-export.json"]
     assert all(p.is_symlink() for p in links if not p.is_dir())
     assert sum(1 for p in links if p.is_symlink()) == 20
     assert {p: p.read_bytes() for p in photos.rglob("*") if p.is_file()} == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("not an export")
     with pytest.raises(InputError, match="not empty"):
-        library.export("folders", folders)
+        library.export("folders", tmp_path / "mine")
     with pytest.raises(InputError, match="unknown export format"):
         library.export("xml", tmp_path / "x.xml")
 

@@ -110,11 +110,11 @@ def test_people_cli(clustered, tmp_path):
     r = run(main, ["people", "name", str(first), "Zed", "--library", lib])
     assert r.exit_code == 0 and "Zed" in r.output
     r = run(main, ["people", "merge", "Zed", str(second), "--library", lib])
-    assert r.exit_code == 0 and "10 items" in r.output
+    assert r.exit_code == 0 and "10 photos" in r.output  # the fake model sees whole photos
     r = run(main, ["people", "hide", "Zed", "--library", lib])
     assert "(hidden)" in r.output
     r = run(main, ["people", "forget", "Zed", "--library", lib, "--yes"])
-    assert r.exit_code == 0 and "10 items removed" in r.output
+    assert r.exit_code == 0 and "10 photos removed" in r.output
     r = run(main, ["people", "name", "Zed", "x", "--library", lib])
     assert r.exit_code == 1 and r.output.startswith("Error: no person")
     out = tmp_path / "e.csv"

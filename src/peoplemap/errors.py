@@ -10,6 +10,17 @@ class InputError(PeoplemapError):
     """A bad argument or option value."""
 
 
+class NameTakenError(InputError):
+    """A person was to be given a name another person already has. `others` are the people with
+    that name; the caller asks the user whether they are the same person (merge) or not (keep
+    them apart under distinct names)."""
+
+    def __init__(self, message: str, name: str, others: list):
+        self.name = name
+        self.others = others
+        super().__init__(message)
+
+
 class ImageError(PeoplemapError):
     """An image that cannot be used; `reason` is the short text recorded for skipped files."""
 

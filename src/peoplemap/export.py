@@ -1,6 +1,7 @@
-"""Export a library's current clustering: CSV, JSON, or a folder per cluster of links to originals.
+"""Export a library's people: CSV, JSON, or a folder per person of links to the originals.
 
-Export never writes outside its output folder and never moves or changes an original.
+Export never writes outside its output folder and never moves or changes an original. A folders
+export can be repeated into the same folder: it is brought up to date (see MANIFEST).
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import csv
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -19,6 +21,10 @@ if TYPE_CHECKING:
 
 FORMATS = ("csv", "json", "folders")
 UNSORTED = "unsorted"
+"""The folder of items that belong to no person."""
+MANIFEST = ".peoplemap-export.json"
+"""Written into a folders export: the links it made. A folder holding one is peoplemap's own
+earlier export, which a new export updates (other non-empty folders are refused)."""
 
 
 def rows(lib: "Library", model: Optional[str] = None) -> list[dict]:
@@ -59,7 +65,7 @@ def export(lib: "Library", fmt: str, out: Path, *, model: Optional[str] = None) 
         with open(out, "w", encoding="utf-8") as f:
             json.dump({"library": str(lib.path), "items": data}, f, indent=1, ensure_ascii=False)
         return out
-    return _folders(data, out)
+    return _folders(lib, data, out, model)
 
 
 def _parent_ok(out: Path) -> None:
@@ -69,7 +75,7 @@ def _parent_ok(out: Path) -> None:
         raise InputError(f"folder {out.parent} does not exist")
 
 
-_UNSAFE = re.compile(r"[^\w.\- ]+", re.UNICODE)
+_UNSAFE = re.compile(r"[^\w.\-() ]+", re.UNICODE)
 
 
 def safe_name(name: str, fallback: str) -> str:
@@ -78,32 +84,112 @@ def safe_name(name: str, fallback: str) -> str:
     return s or fallback
 
 
-def _folders(data: list[dict], out: Path) -> Path:
+def person_folders(data: list[dict]) -> dict[Optional[int], str]:
+    """person id -> its folder's name: the person's name, or "Person 12" (its stable number), as
+    the app and the CLI show it; None (no person) -> "unsorted". Two people whose names make the
+    same folder name (case aside) get their number after it."""
+    labels: dict[Optional[int], str] = {}
+    for r in data:
+        pid = r["person_id"]
+        if pid is not None and pid not in labels:
+            labels[pid] = safe_name(r["person_name"] or f"Person {pid}", f"Person {pid}")
+    seen: dict[str, int] = {UNSORTED.casefold(): 1}
+    for name in labels.values():
+        seen[name.casefold()] = seen.get(name.casefold(), 0) + 1
+    out: dict[Optional[int], str] = {None: UNSORTED}
+    for pid, name in labels.items():
+        out[pid] = name if seen[name.casefold()] == 1 else safe_name(f"{name} (Person {pid})", str(pid))
+    return out
+
+
+def _is_our_export(out: Path) -> Optional[dict]:
+    """The manifest of an earlier peoplemap export in `out`, or None."""
+    m = out / MANIFEST
+    if m.is_symlink() or not m.is_file():
+        return None
+    try:
+        data = json.loads(m.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("peoplemap_export") != 1 or \
+            not isinstance(data.get("links"), dict):
+        return None
+    return data
+
+
+def _inside(root: Path, rel: str) -> Optional[Path]:
+    """root/FOLDER/NAME for a manifest entry "FOLDER/NAME" made of two plain names; None for
+    anything else (a manifest is a file in a folder anyone may have edited)."""
+    parts = rel.split("/")
+    if len(parts) != 2 or any(p in ("", ".", "..") or os.sep in p or "\0" in p for p in parts):
+        return None
+    return root / parts[0] / parts[1]
+
+
+def _folders(lib: "Library", data: list[dict], out: Path, model: Optional[str]) -> Path:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} exists and is not a folder")
+    earlier = None
     if out.exists() and any(out.iterdir()):
-        raise InputError(f"{out} is not empty; export into a new or empty folder")
+        earlier = _is_our_export(out)
+        if earlier is None:
+            raise InputError(f"{out} is not empty and is not an earlier peoplemap export; export "
+                             "into a new or empty folder (or into a folder peoplemap exported to "
+                             "before, to update it)")
     out.mkdir(parents=True, exist_ok=True)
     root = out.resolve()
+    folders = person_folders(data)
+    wanted: dict[str, str] = {}
     for r in data:
-        # A named person gets a folder of its own (merges and splits included); other clustered
-        # items go by cluster; the rest are unsorted.
-        if r["person_name"]:
-            folder = safe_name(r["person_name"], f"person-{r['person_id']:04d}")
-        elif r["cluster"] is not None:
-            folder = f"cluster-{r['cluster']:04d}"
-        elif r["person_id"] is not None:
-            folder = f"person-{r['person_id']:04d}"
-        else:
-            folder = UNSORTED
-        d = root / folder
+        folder = folders[r["person_id"]]
+        name = safe_name(f"{r['item_id']}-{os.path.basename(r['path'])}", str(r["item_id"]))
+        wanted[f"{folder}/{name}"] = r["path"]
+
+    # An earlier export: what is no longer true goes (only links it made; nothing else is touched).
+    old_links = earlier["links"] if earlier else {}
+    for rel, target in old_links.items():
+        link = _inside(root, str(rel))
+        if link is None or wanted.get(rel) == target:
+            continue
+        if link.parent.is_symlink() or not link.parent.is_dir():
+            continue  # a folder replaced by a link since: what it points to is not ours
+        if link.is_symlink():
+            link.unlink()
+
+    for rel, target in wanted.items():
+        link = _inside(root, rel)
+        assert link is not None  # made from safe names above
+        d = link.parent
         d.mkdir(exist_ok=True)
-        link = d / safe_name(f"{r['item_id']}-{os.path.basename(r['path'])}", str(r["item_id"]))
-        if link.resolve().parent != d:  # belt and braces: never write outside `out`
-            raise InputError(f"refusing to write outside {root}: {link}")
-        if not link.exists():
+        if d.is_symlink() or d.resolve() != root / d.name:  # belt and braces: never write outside
+            raise InputError(f"refusing to write outside {root}: {d}")
+        if link.is_symlink():
+            if os.readlink(link) == target:
+                continue
+            link.unlink()
+        elif link.exists():
+            raise InputError(f"{link} exists and is not a link peoplemap made; move it away and "
+                             "export again")
+        try:
+            os.symlink(target, link)
+        except (OSError, ValueError) as e:  # '', a NUL byte, longer than PATH_MAX
+            raise InputError(f"cannot link to {target!r} ({link.name}): {e}") from None
+
+    # Folders of the earlier export left empty (a person merged away, renamed) go too.
+    for folder in {str(rel).split("/")[0] for rel in old_links} - set(folders.values()):
+        d = _inside(root, f"{folder}/x")
+        if d is not None and d.parent.is_dir() and not d.parent.is_symlink():
             try:
-                os.symlink(r["path"], link)
-            except (OSError, ValueError) as e:  # '', a NUL byte, longer than PATH_MAX
-                raise InputError(f"cannot link to {r['path']!r} (item {r['item_id']}): {e}") from None
+                d.parent.rmdir()  # only when empty: a file the user put there keeps it
+            except OSError:
+                pass
+    _write_manifest(root, lib, model, wanted)
     return out
+
+
+def _write_manifest(root: Path, lib: "Library", model: Optional[str], links: dict[str, str]) -> None:
+    tmp = root / f".{MANIFEST}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"peoplemap_export": 1, "library": str(lib.path),
+                               "model": lib.vector_set(model).model, "written_at": time.time(),
+                               "links": links}, indent=1, ensure_ascii=False), encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)

@@ -11,6 +11,8 @@ storage package's (`self.store`, one repository per concern), the derived files 
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,7 +26,7 @@ import numpy as np
 
 from .config import Settings, load_settings
 from .embed.base import Embedder
-from .errors import LibraryBusyError, LibraryError
+from .errors import InputError, LibraryBusyError, LibraryError
 from .ingest import Skipped
 from .responses import (ClusterInfo, Clustering, ClusterSummary, ClusteringInfo, LibraryInfo,
                         ModelInfo, RunInfo, SkippedFile, VectorSetInfo)
@@ -33,6 +35,16 @@ from .store import DB_NAME, Store
 from .types import NOISE, Item, ProgressCallback, QueryResult, no_progress
 
 log = logging.getLogger(__name__)
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """The folder of photos to index, as given; InputError when it is missing or not a folder."""
+    p = Path(os.path.expanduser(str(folder)))
+    if not p.exists():
+        raise InputError(f"the folder {str(folder)!r} does not exist")
+    if not p.is_dir():
+        raise InputError(f"{str(folder)!r} is a file, not a folder of photos")
+    return p
 
 
 class Library:
@@ -99,9 +111,9 @@ class Library:
             except BlockingIOError:
                 f.seek(0)
                 holder = f.read().strip() or "another process"
-                raise LibraryBusyError(
-                    f"the library {self.path} is busy: {holder} is writing to it. Wait for it to "
-                    "finish, then run this again") from None
+                from .mainguard import busy_message
+
+                raise LibraryBusyError(busy_message(self.path, holder)) from None
             f.seek(0)
             f.truncate()
             f.write(f"`{what}` (pid {os.getpid()})")
@@ -154,6 +166,7 @@ class Library:
         or on a Ray started for the run), or a peoplemap.engine_ray.RayOptions for finer control."""
         from .indexing import index_folder
 
+        check_folder(folder)  # before anything is loaded, locked or recorded
         ray_options = None
         if engine != "local" or ray_address:
             from .engine_ray import require_ray, resolve_engine
@@ -164,11 +177,22 @@ class Library:
         model = model or self.settings.default_model
         embedder = self.embedder(model)
         embedder.load()  # fail on a missing model before anything is written
+        here = self
+        if ray_options is None and embedder.parallel == "processes":
+            from .mainguard import caller_rerun_by_workers
+
+            if caller_rerun_by_workers():
+                # Spawned workers would run the calling script again: work in this process.
+                log.warning("indexing in this process only: worker processes would re-run this "
+                            "script's top-level code. Put it under `if __name__ == \"__main__\":` "
+                            "to use every core")
+                here = copy.copy(self)
+                here.settings = dataclasses.replace(self.settings, workers=1)
         with self.writing(f"peoplemap index {folder}"):
             run = self.store.runs.start("index", {"folder": str(folder), "model": model})
             try:
                 if ray_options is None:
-                    summary = index_folder(self, str(folder), embedder, rebuild=rebuild,
+                    summary = index_folder(here, str(folder), embedder, rebuild=rebuild,
                                            progress=progress)
                 else:
                     from .engine_ray import index_folder_ray
@@ -335,10 +359,13 @@ class Library:
 
         return resolve(self, ref, model)
 
-    def name_person(self, ref: str | int, name: str, model: str | None = None):
+    def name_person(self, ref: str | int, name: str, model: str | None = None, *,
+                    on_duplicate: str = "error"):
+        """Name a person. A name another person has raises NameTakenError unless on_duplicate
+        is "merge" (they are one person) or "keep_apart" (this one becomes "NAME (2)")."""
         from .people import name_person
 
-        return name_person(self, ref, name, model)
+        return name_person(self, ref, name, model, on_duplicate=on_duplicate)
 
     def merge_people(self, target: str | int, others: Sequence[str | int], model: str | None = None):
         from .people import merge_people
@@ -380,6 +407,13 @@ class Library:
         from .people import set_cover
 
         return set_cover(self, ref, item_id, model)
+
+    def covers(self, people: Sequence[Any], model: str | None = None, *, sharpness: Any = None):
+        """person id -> the item to show each person by: the user's pick, else its best face
+        (peoplemap.people.covers)."""
+        from .people import covers
+
+        return covers(self, people, model, sharpness=sharpness)
 
     def not_a_face(self, item_ids: Sequence[int], model: str | None = None) -> int:
         """Remove false detections for good (they never come back as faces or people)."""

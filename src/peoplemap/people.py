@@ -9,14 +9,18 @@ rejection ("not this person") keeps an item out of that person for good.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Iterable, Optional, Sequence
+import re
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+
+import numpy as np
 
 from . import membership
-from .errors import InputError
+from .errors import InputError, NameTakenError
 from .responses import Person
 
 if TYPE_CHECKING:
     from .library import Library
+    from .types import Item
 
 log = logging.getLogger(__name__)
 
@@ -59,20 +63,36 @@ def person_of_cluster(lib: "Library", clustering_id: int,
     return pid, lib.store.people.names([pid]).get(pid)
 
 
+_NUMBER = re.compile(r"(?:person\s*|#)?(\d+)", re.IGNORECASE)
+"""A person referred to by number: "12", "#12", or its label "Person 12"."""
+
+
+def people_of_clusters(lib: "Library", clustering_id: int,
+                       labels: Sequence[int]) -> dict[int, tuple[int, Optional[str]]]:
+    """cluster label -> (person id, name) of the person it belongs to (person_of_cluster's rule),
+    for many clusters in one pass; clusters without a person are left out."""
+    votes = lib.store.clusterings.votes(clustering_id, [int(x) for x in labels])
+    owners = {label: membership.person_of_cluster(v) for label, v in votes.items()}
+    names = lib.store.people.names([p for p in owners.values() if p is not None])
+    return {label: (pid, names.get(pid)) for label, pid in owners.items() if pid is not None}
+
+
 def resolve(lib: "Library", ref: str | int, model: Optional[str] = None) -> Person:
-    """A person by id or by exact name (case-insensitive); clear error otherwise."""
+    """A person by number ("12", "Person 12") or by exact name (case-insensitive); clear error
+    otherwise."""
     people = list_people(lib, model, include_hidden=True)
     text = str(ref).strip()
-    if text.isdigit():
+    number = _NUMBER.fullmatch(text)
+    if number:
         for p in people:
-            if p.id == int(text):
+            if p.id == int(number.group(1)):
                 return p
     matches = [p for p in people if p.name and p.name.casefold() == text.casefold()]
     if len(matches) == 1:
         return matches[0]
     if len(matches) > 1:
-        raise InputError(f"{len(matches)} people are named {text!r}; use an id: "
-                         f"{[p.id for p in matches]}")
+        raise InputError(f"{len(matches)} people are named {text!r}; use their number: "
+                         + ", ".join(f"Person {p.id}" for p in matches))
     raise InputError(f"no person {text!r} in this library; `peoplemap people list` shows them")
 
 
@@ -86,9 +106,64 @@ def valid_name(name: str) -> str:
     return name
 
 
-def name_person(lib: "Library", ref: str | int, name: str, model: Optional[str] = None) -> Person:
+ON_DUPLICATE = ("error", "merge", "keep_apart")
+"""What name_person does when another person already has the name: raise NameTakenError (so the
+user can be asked), merge the two (they are one person), or keep them apart under distinct names."""
+
+
+def named(lib: "Library", name: str, model: Optional[str] = None, *,
+          besides: Optional[int] = None) -> list[Person]:
+    """People (hidden ones too) whose name is `name`, compared as resolve() does; `besides`: a
+    person id left out."""
+    key = valid_name(name).casefold()
+    return [p for p in list_people(lib, model, include_hidden=True)
+            if p.name and p.name.casefold() == key and p.id != besides]
+
+
+def distinct_name(lib: "Library", name: str, model: Optional[str] = None) -> str:
+    """`name` with the first free " (2)", " (3)", ... after it: the name a person kept apart from
+    another of the same name gets."""
+    base = valid_name(name)
+    taken = {p.name.casefold() for p in list_people(lib, model, include_hidden=True) if p.name}
+    n = 2
+    while f"{base} ({n})".casefold() in taken:
+        n += 1
+    return f"{base} ({n})"
+
+
+def _name_taken(name: str, others: list[Person], what: str) -> NameTakenError:
+    who = " and ".join(f"Person {o.id}" for o in others)
+    return NameTakenError(
+        f"{name!r} is already the name of {who}. If {what} the same person, merge them "
+        "(on_duplicate='merge'); if not, keep them apart (on_duplicate='keep_apart': this one "
+        f"is named {name!r} with a number after it)", name, others)
+
+
+def name_person(lib: "Library", ref: str | int, name: str, model: Optional[str] = None, *,
+                on_duplicate: str = "error") -> Person:
+    """Give a person a name. When another person already has it (ignoring case), on_duplicate
+    says what to do: "error" raises NameTakenError, so the user can be asked; "merge" makes the
+    two one person (the one already named keeps the name and takes every face); "keep_apart"
+    names this one "NAME (2)" (the first free number) and marks the two as different people.
+    Never are two people silently given one name."""
+    if on_duplicate not in ON_DUPLICATE:
+        raise InputError(f"on_duplicate must be one of {list(ON_DUPLICATE)}, got {on_duplicate!r}")
     p = resolve(lib, ref, model)
-    lib.store.people.rename(p.id, valid_name(name))
+    name = valid_name(name)
+    others = named(lib, name, model, besides=p.id)
+    if others and on_duplicate == "error":
+        raise _name_taken(name, others, "this is")
+    if others and on_duplicate == "merge":
+        if len(others) > 1:
+            raise InputError(f"{len(others)} people are already named {name!r}: "
+                             + ", ".join(f"Person {o.id}" for o in others)
+                             + "; merge them one at a time by number")
+        return merge_people(lib, others[0].id, [p.id], model)
+    if others:  # keep apart
+        name = distinct_name(lib, name, model)
+        for o in others:
+            lib.store.people.mark_different(p.id, o.id)
+    lib.store.people.rename(p.id, name)
     return resolve(lib, p.id, model)
 
 
@@ -126,9 +201,18 @@ def split_person(lib: "Library", ref: str | int, item_ids: Iterable[int],
         raise InputError(f"items {foreign} do not belong to {p.label}")
     if len(ids) == p.size:
         raise InputError(f"that is every item of {p.label}; nothing would be left to split from")
+    if name:
+        _check_new_name(lib, name, model)
     s = lib.vector_set(model)
     new_id = lib.store.people.split(s.id, p.id, ids, valid_name(name) if name else None)
     return resolve(lib, new_id, model)
+
+
+def _check_new_name(lib: "Library", name: str, model: Optional[str]) -> None:
+    """A new person may not take a name someone has: NameTakenError names who has it."""
+    others = named(lib, name, model)
+    if others:
+        raise _name_taken(valid_name(name), others, "these faces are")
 
 
 def _known_items(lib: "Library", item_ids: Iterable[int], model: Optional[str]) -> list[int]:
@@ -146,6 +230,8 @@ def create_person(lib: "Library", item_ids: Iterable[int], name: Optional[str] =
                   model: Optional[str] = None) -> Person:
     """A new person of these faces (named at once when a name is given), confirmed."""
     ids = _known_items(lib, item_ids, model)
+    if name:
+        _check_new_name(lib, name, model)
     new_id = lib.store.people.create(lib.vector_set(model).id, valid_name(name) if name else None, ids)
     return resolve(lib, new_id, model)
 
@@ -185,6 +271,64 @@ def set_cover(lib: "Library", ref: str | int, item_id: Optional[int], model: Opt
         raise InputError(f"face {item_id} is not one of {p.label}'s faces")
     lib.store.people.set_cover(p.id, None if item_id is None else int(item_id))
     return resolve(lib, p.id, model)
+
+
+COVER_SAMPLE = 256
+"""Faces of a person weighed for its cover; a bigger person is sampled evenly."""
+COVER_FINALISTS = 3
+"""Best-ranked faces whose sharpness is measured (it needs their pixels)."""
+
+
+def covers(lib: "Library", people: Sequence[Person], model: Optional[str] = None, *,
+           sharpness: Optional[Callable[[list["Item"]], list[float]]] = None) -> dict[int, int]:
+    """person id -> the item to show the person by: the user's pick (Person.cover_item_id, while
+    it is still one of the person's), else its best face: the most central to the person (cosine
+    to the mean of its vectors), then the largest, then, among the COVER_FINALISTS best of those,
+    the sharpest when a `sharpness(items) -> scores` is given (the app measures the tiles it
+    draws). Not the first item, which may be any detection at all (a necklace, a digit)."""
+    out: dict[int, int] = {}
+    todo: list[Person] = []
+    for p in people:
+        if not p.item_ids:
+            continue
+        if p.cover_item_id is not None and p.cover_item_id in set(p.item_ids):
+            out[p.id] = p.cover_item_id
+        elif p.size == 1:
+            out[p.id] = p.item_ids[0]
+        else:
+            todo.append(p)
+    if not todo:
+        return out
+    sample = {p.id: p.item_ids[::max(1, -(-p.size // COVER_SAMPLE))] for p in todo}
+    wanted = sorted({i for ids in sample.values() for i in ids})
+    ids, X = lib.vectors(model, ids=wanted)
+    row = {int(i): n for n, i in enumerate(ids.tolist())}
+    items = {it.id: it for it in lib.items(model, ids=wanted)}
+    finalists: dict[int, list[tuple[float, int]]] = {}
+    for p in todo:
+        mine = [i for i in sample[p.id] if i in row and i in items]
+        if not mine:
+            out[p.id] = p.item_ids[0]
+            continue
+        V = X[[row[i] for i in mine]].astype(np.float64)
+        V /= np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-12)
+        centre = V.mean(axis=0)
+        centre /= max(float(np.linalg.norm(centre)), 1e-12)
+        central = V @ centre
+        side = np.asarray([float(np.sqrt(items[i].box[2] * items[i].box[3])) if items[i].box else 1.0
+                           for i in mine])
+        score = central + 0.25 * side / max(float(side.max()), 1e-12)
+        best = np.argsort(-score, kind="stable")[:COVER_FINALISTS]
+        finalists[p.id] = [(float(score[b]), mine[int(b)]) for b in best]
+    if sharpness is not None and finalists:
+        flat = [i for f in finalists.values() for _s, i in f]
+        sharp = dict(zip(flat, sharpness([items[i] for i in flat])))
+        for pid, f in finalists.items():
+            top = max(max(sharp[i] for _s, i in f), 1e-12)
+            finalists[pid] = [(s + 0.25 * sharp[i] / top, i) for s, i in f]
+    for pid, f in finalists.items():
+        out[pid] = max(f, key=lambda si: si[0])[1]
+    return out
 
 
 def not_a_face(lib: "Library", item_ids: Iterable[int], model: Optional[str] = None) -> int:

@@ -105,8 +105,8 @@ class Person(Response):
 
     @property
     def label(self) -> str:
-        """What to show: the name, or "person N"."""
-        return self.name or f"person {self.id}"
+        """What to show: the name, or "Person N" (N is the person's stable number)."""
+        return self.name or f"Person {self.id}"
 
 
 @dataclass(frozen=True)

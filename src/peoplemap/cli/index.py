@@ -8,13 +8,14 @@ from typing import Optional
 
 import click
 
+from ..wording import MODEL_HINTS, count, duration, model_label, noun, person_label, plural, verdict
 from .common import library_option, open_library, print_json, progress_bar
 
 JSON_SUMMARY = click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 
 
 @click.command()
-@click.argument("photos_dir", type=click.Path(file_okay=False))
+@click.argument("photos_dir")
 @library_option
 @click.option("--model", "-m", default=None,
               help="Embedding model (default: face; PEOPLEMAP_DEFAULT_MODEL to change); "
@@ -62,6 +63,9 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
                 h.setLevel(max(h.level, logging.getLogger().getEffectiveLevel()))
     elif ray_address or ray_workers or ray_gpus_per_worker:
         raise click.UsageError("--ray-address, --ray-workers and --ray-gpus-per-worker need --engine ray")
+    from ..library import check_folder
+
+    check_folder(photos_dir)  # a bad folder creates nothing: no library, no lock file, no run
     lib = open_library(library, create=True)
     with progress_bar("") as cb:
         s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb, engine=eng)
@@ -74,23 +78,24 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
     if as_json:
         print_json(s)
         return
-    click.echo(f"Indexed {s.folder} with {s.model} in {s.seconds:.1f}s: {s.files_seen} files, "
-               f"{s.new} new, {s.changed} changed, {s.unchanged} unchanged, {s.removed} removed; "
-               f"{s.items_added} items added" + (f" ({s.reused} reused identical images)" if s.reused else ""))
+    kind = lib.vector_set(s.model).item_kind
+    click.echo(f"Indexed {s.folder} with {model_label(s.model)} in {duration(s.seconds)}: "
+               f"{plural(s.files_seen, 'file')}, {s.new:,} new, {s.changed:,} changed, "
+               f"{s.unchanged:,} unchanged, {s.removed:,} removed; {count(s.items_added, kind)} added"
+               + (f" ({plural(s.reused, 'identical photo')} reused)" if s.reused else ""))
     a = s.assignment
     if a is not None and a.new_items:
-        click.echo(f"Placed {a.assigned} of {a.new_items} new items with existing people in "
-                   f"{a.seconds:.1f}s ({a.unsorted} unsorted); `peoplemap cluster` regroups everything "
-                   "and keeps names.")
+        click.echo(f"Placed {a.assigned:,} of {count(a.new_items, kind)} new with the people "
+                   f"they look like ({a.unsorted:,} unsorted); `peoplemap cluster` regroups "
+                   "everything and keeps names.")
     if s.images_without_items:
-        kind = lib.vector_set(s.model).item_kind
         empty = lib.images_without_items(s.model)
-        click.echo(f"{len(empty)} images have no {kind} for this model"
+        click.echo(f"{plural(len(empty), 'photo')} with no {noun(kind, 1)} found"
                    + (":" if len(empty) <= 20 else " (`peoplemap info` lists them all):"))
         for p in empty[:20]:
             click.echo(f"  {p!r}")
     if s.skipped:
-        click.echo(f"Skipped {len(s.skipped)} files:")
+        click.echo(f"Skipped {plural(len(s.skipped), 'file')}:")
         for sk in s.skipped[:50]:
             click.echo(f"  {sk.path!r}: {sk.reason}")
         if len(s.skipped) > 50:
@@ -101,13 +106,16 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
 @library_option
 @click.option("--model", "-m", default=None, help="Vector set to cluster (default: the latest indexed).")
 @click.option("--profile", type=click.Choice(["default", "seed"]), default="default", show_default=True,
-              help="`seed` reproduces the original design: StandardScaler, PCA(50), HDBSCAN(3).")
+              help="default: recommended; seed: the original design (StandardScaler, PCA(50), "
+                   "HDBSCAN with min cluster size 3).")
 @click.option("--min-cluster-size", type=click.IntRange(min=2), default=None,
               help="Smallest group that counts as a cluster (profile default if not given).")
 @JSON_SUMMARY
 def cluster(library: str, model: Optional[str], profile: str, min_cluster_size: Optional[int],
             as_json: bool) -> None:
-    """Group the library's items into clusters; the rest are "unsorted".
+    """Group the library's faces (or photos) by person; those that fit no group are "unsorted".
+
+    Names and other edits are kept: each new group joins the person whose faces it shares.
 
     \b
     Example:
@@ -120,50 +128,82 @@ def cluster(library: str, model: Optional[str], profile: str, min_cluster_size: 
     if as_json:
         print_json(s)
         return
-    click.echo(f"Clustered {s.n_items} {s.model} items with profile {s.profile} in {s.seconds:.1f}s: "
-               f"{s.n_clusters} clusters, {s.n_noise} unsorted.")
+    kind = lib.vector_set(s.model).item_kind
+    n_people = len(lib.people(s.model))
+    click.echo(f"Grouped {count(s.n_items, kind)} into {plural(n_people, 'person', 'people')} in "
+               f"{duration(s.seconds)}; {count(s.n_noise, kind)} unsorted. "
+               "`peoplemap people list` shows them.")
 
 
 @click.command()
 @click.argument("query_images", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @library_option
 @click.option("-k", "k", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Number of hits per query.")
+              help="Results (most similar faces or photos) per face found in a query.")
 @click.option("--model", "-m", default=None, help="Vector set to search (default: the latest indexed).")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON array, one object per query.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array, one object per face (or photo) of each query, with cluster "
+                   "numbers and distances.")
 def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[str],
            as_json: bool) -> None:
-    """Find the items most like each QUERY_IMAGE, and the cluster it belongs to.
+    """Who is in each QUERY_IMAGE: for every face in it, the person it belongs to (or "unknown")
+    and the most similar faces of the library.
 
     \b
     Example:
-      peoplemap search me.jpg friend.png --library people.lib -k 5 --json
+      peoplemap search me.jpg friend.png --library people.lib -k 5
+      peoplemap search group.jpg --library people.lib --json
     """
     lib = open_library(library)
-    out = [r for q in query_images for r in lib.search(q, k=k, model=model)]
+    out = [(q, lib.search(q, k=k, model=model)) for q in query_images]
     if as_json:
-        print_json(out)
+        print_json([r for _q, rs in out for r in rs])
         return
-    for r in out:
-        who = r.person or (f"person {r.person_id}" if r.person_id is not None else None)
-        where = ("no cluster" if r.cluster is None else
-                 (f"{who}, " if who else "") + f"cluster {r.cluster} (confidence {r.confidence:.2f})")
-        box = f" box {r.region.box}" if r.region and r.region.box else ""
-        click.echo(f"{r.query}{box}: {where}")
-        for rank, h in enumerate(r.hits, 1):
-            c = "unsorted" if h.cluster is None else f"cluster {h.cluster}"
-            who = h.person or (f"person {h.person_id}" if h.person_id is not None else "")
-            click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {c:12s} {who:16s} {h.path}")
+    kind = lib.vector_set(model).item_kind
+    clustered = lib.clustering(model) is not None
+    for q, results in out:
+        faces = [r for r in results if r.region is not None]
+        if not faces and results and not results[0].hits:
+            click.echo(f"{q}: no {noun(kind, 1)} found")
+            continue
+        if len(results) > 1:
+            click.echo(f"{q}: {count(len(results), kind)}: " + "; ".join(
+                f"{n} {_verdict(r, clustered)}" for n, r in enumerate(results, 1)))
+        for n, r in enumerate(results, 1):
+            box = f" at {tuple(r.region.box)}" if r.region and r.region.box else ""
+            what = f"{noun(kind, 1)} {n}{box}" if len(results) > 1 else f"{q}{box}"
+            click.echo(f"{what}: {_verdict(r, clustered, detail=True)}")
+            for rank, h in enumerate(r.hits, 1):
+                who = person_label(h.person, h.person_id) or "unsorted"
+                click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {who:20s} {h.path}")
+
+
+def _verdict(r, clustered: bool, detail: bool = False) -> str:
+    """Who a searched face is: a person, a guess, or "unknown" (said once)."""
+    if not clustered:
+        return "unknown (the library is not grouped yet: run `peoplemap cluster`)" if detail else "unknown"
+    who = person_label(r.person, r.person_id)
+    text = verdict(who, r.confidence)
+    if detail and who is None:
+        text += " (matches nobody in the library; the most similar are listed)"
+    elif detail:
+        text += f" (confidence {r.confidence:.2f})"
+    return text
 
 
 @click.command()
 @library_option
 @click.option("--format", "fmt", type=click.Choice(["csv", "json", "folders"]), required=True,
-              help="csv/json: one row per item; folders: a folder of links per cluster.")
-@click.option("--out", "-o", required=True, type=click.Path(), help="File (csv, json) or new folder.")
+              help="csv/json: one row per face (or photo); folders: a folder of links per person, "
+                   "named after the person.")
+@click.option("--out", "-o", required=True, type=click.Path(),
+              help="File (csv, json), or a new folder, or a folder exported to before (updated).")
 @click.option("--model", "-m", default=None, help="Vector set to export (default: the latest indexed).")
 def export(library: str, fmt: str, out: str, model: Optional[str]) -> None:
-    """Export the clustering: CSV, JSON, or one folder per cluster (links, originals untouched).
+    """Export the people: CSV, JSON, or one folder per person (links, originals untouched).
+
+    Exporting folders again into the same folder brings it up to date: links that are no longer
+    true are removed. Any other folder that is not empty is refused.
 
     \b
     Example:
@@ -183,20 +223,23 @@ def info(library: str, as_json: bool) -> None:
     Example:
       peoplemap info --library people.lib
     """
-    d = open_library(library).info()
+    lib = open_library(library)
+    d = lib.info()
     if as_json:
         print_json(d)
         return
-    click.echo(f"Library {d.library}: {d.images} images, {d.items} items")
+    click.echo(f"Library {d.library}: {plural(d.images, 'photo')}")
     for m in d.models:
         c = m.clustering
-        cl = ("not clustered" if c is None else
-              f"{c.clusters} clusters, {c.unsorted} unsorted (profile {c.profile}"
-              + (", stale: re-run cluster" if c.stale else "") + ")")
-        click.echo(f"  {m.model} ({m.item_kind}, {m.dim}-d): {m.items} items from "
-                   f"{m.images} images; {cl}")
+        n_people = len(lib.people(m.model, include_hidden=True))
+        cl = ("not grouped yet: run `peoplemap cluster`" if c is None else
+              f"{plural(n_people, 'person', 'people')}, {c.unsorted:,} unsorted"
+              + ("; photos were added or removed since: run `peoplemap cluster` again" if c.stale
+                 else ""))
+        click.echo(f"  {model_label(m.model)} ({m.model}): {count(m.items, m.item_kind)} from "
+                   f"{plural(m.images, 'photo')}; {cl}")
         if m.images_without_items:
-            click.echo(f"  images with no {m.item_kind} ({len(m.images_without_items)}):")
+            click.echo(f"  photos with no {noun(m.item_kind, 1)} found ({len(m.images_without_items):,}):")
             for p in m.images_without_items:
                 click.echo(f"    {p!r}")
     if d.skipped:
@@ -209,7 +252,8 @@ def info(library: str, as_json: bool) -> None:
 
 @click.command()
 def models() -> None:
-    """List the embedding models this installation can use.
+    """List the models this installation can use: the name to give --model, what it is for,
+    and how it works.
 
     \b
     Example:
@@ -218,7 +262,12 @@ def models() -> None:
     from ..embed.registry import available_models
 
     for name, desc in available_models().items():
-        click.echo(f"{name:14s} {desc}")
+        label = model_label(name)
+        if label == name:
+            click.echo(f"{name:14s} {desc}")
+        else:
+            click.echo(f"{name:14s} {label}: {MODEL_HINTS.get(name, '')}".rstrip())
+            click.echo(f"{'':14s} {desc}")
 
 
 @click.command()

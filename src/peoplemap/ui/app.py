@@ -12,11 +12,19 @@ from peoplemap.ui import common, pages_clusters, pages_index, pages_people, page
 
 def main() -> None:
     st.set_page_config(page_title="peoplemap", layout="wide")
+    index = st.Page(pages_index.page, title="Index", url_path="", default=True)
+
+    def index_by_name() -> None:
+        # The default page is served at "/", so "/index" (what the sidebar's name suggests, and
+        # what a bookmark from another app may hold) would be "Page not found": go to it.
+        st.switch_page(index)
+
     nav = st.navigation([
-        st.Page(pages_index.page, title="Index", url_path="index", default=True),
+        index,
         st.Page(pages_clusters.page, title="Clusters", url_path="clusters"),
         st.Page(pages_people.page, title="People", url_path="people"),
         st.Page(pages_search.page, title="Search", url_path="search"),
+        st.Page(index_by_name, title="Index", url_path="index", visibility="hidden"),
     ])
     common.choose_vector_set(common.library())
     nav.run()

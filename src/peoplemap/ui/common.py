@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Optional, Sequence
 import streamlit as st
 
 from ..errors import PeoplemapError
+from ..wording import PROFILE_DETAILS, count, duration, plural, profile_label
 
 if TYPE_CHECKING:
     from ..library import Library
 
 PROFILES = ["default", "seed"]
-PROFILE_HELP = ("`default` suits most libraries; `seed` reproduces the original design "
-                "(StandardScaler, PCA(50), HDBSCAN with min cluster size 3).")
+PROFILE_HELP = "“Recommended” suits most libraries; “Original design” is how peoplemap first did it."
 
 
 def library_path(argv: Sequence[str] | None = None) -> Optional[str]:
@@ -96,6 +96,9 @@ def open_page(title: str, when_empty: str = "") -> "Optional[tuple[Library, str]
     return lib, model
 
 
+STAGE_WORDS = {"index": "files", "assign": "placing new faces", "cluster": "step"}
+
+
 class StreamlitProgress:
     """A Library progress callback drawn as one st.progress bar (at most ~10 redraws a second)."""
 
@@ -114,10 +117,11 @@ class StreamlitProgress:
         if not final and now - self._last < 0.1:
             return
         self._last = now
+        what = STAGE_WORDS.get(stage, stage)
         if total:
-            self.bar.progress(min(1.0, done / total), text=f"{self.label}: {stage} {done} / {total}")
+            self.bar.progress(min(1.0, done / total), text=f"{self.label}: {what} {done:,} / {total:,}")
         else:
-            self.bar.progress(0.0, text=f"{self.label}: {stage} {done}")
+            self.bar.progress(0.0, text=f"{self.label}: {what} {done:,}")
 
     def clear(self) -> None:
         self.bar.empty()
@@ -137,20 +141,31 @@ def run_cluster(lib: "Library", model: Optional[str], profile: str) -> bool:
     return True
 
 
-def cluster_summary_text(s) -> str:
-    return (f"Clustered {s.n_items} {s.model} items with profile `{s.profile}` in {s.seconds:.1f} s: "
-            f"**{s.n_clusters} clusters**, {s.n_noise} unsorted.")
+def kind_of(lib: "Library", model: Optional[str]) -> str:
+    """What one item of the vector set is ("face", "body", "image"), for wording.count."""
+    return lib.vector_set(model).item_kind
+
+
+def cluster_summary_text(lib: "Library", s) -> str:
+    kind = kind_of(lib, s.model)
+    n_people = len(lib.people(s.model))
+    return (f"Grouped {count(s.n_items, kind)} into **{plural(n_people, 'person', 'people')}** in "
+            f"{duration(s.seconds)}; {count(s.n_noise, kind)} unsorted.")
 
 
 def cluster_controls(lib: "Library", model: Optional[str], key: str) -> None:
-    """Profile choice and a "Cluster" button; shows the last clustering summary of this session."""
+    """Profile choice and a "Cluster" button; shows the last clustering summary of this session.
+    The profile's technical description is one click away."""
     left, right = st.columns([2, 1], vertical_alignment="bottom")
-    profile = left.selectbox("Clustering profile", PROFILES, key=f"{key}_profile", help=PROFILE_HELP)
+    profile = left.selectbox("How to group", PROFILES, key=f"{key}_profile", help=PROFILE_HELP,
+                             format_func=profile_label)
     if right.button("Cluster", key=f"{key}_cluster", type="primary", width="stretch"):
         run_cluster(lib, model, profile)
+    with st.expander("Technical details"):
+        st.caption(f"Profile `{profile}`: {md_escape(PROFILE_DETAILS.get(profile, ''))}")
     s = st.session_state.get("cluster_summary")
     if s is not None:
-        st.success(cluster_summary_text(s))
+        st.success(cluster_summary_text(lib, s))
 
 
 def pager(label: str, n: int, per_page: int, key: str, what: str = "") -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""Clusters page: counts, one gallery per cluster (largest first, paginated), unsorted, and a map.
-Each cluster shows the person most of its items belong to (a name, or "person N")."""
+"""Clusters page: counts, one gallery per group the clustering found (largest first, paginated),
+unsorted, and a map. Each group is shown as the person it belongs to (a name, or "Person 12", the
+person's stable number, as everywhere else); cluster numbers are technical details."""
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import numpy as np
 import streamlit as st
 
 from ..types import NOISE
+from ..wording import count, noun, person_label
 from . import common, thumbs
 
 if TYPE_CHECKING:
@@ -24,9 +26,6 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 NOISE_COLOUR = "#b8b8b8"
 LEGEND_CLUSTERS = 20
 """Up to this many clusters get a legend entry each; more are drawn as one trace without one."""
-MAP_NAMED_CLUSTERS = 500
-"""The map's hover text names the person of each cluster while the sample holds at most this many
-clusters (one query each); beyond that it says "cluster N" and the galleries give the names."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,8 @@ def _map_points(lib_path: str, model: str, clustering_id: int, generation: int) 
     }
 
 
-def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int) -> None:
+def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_items: int,
+         kind: str) -> None:
     import plotly.graph_objects as go
 
     pts = _map_points(str(lib.path), model, clustering_id, generation)
@@ -117,9 +117,7 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
             marker=dict(color=NOISE_COLOUR, size=6), text=name[noise],
             hovertemplate="unsorted<br>%{text}<extra></extra>"))
     clustered = np.unique(label[~noise])
-    # Person names for the hover text, one small query per cluster: only while there are few.
-    names = _person_labels(lib, clustering_id, clustered.tolist()) \
-        if len(clustered) <= MAP_NAMED_CLUSTERS else {}
+    names = _person_labels(lib, clustering_id, clustered.tolist())
     if 0 < len(clustered) <= LEGEND_CLUSTERS:
         for v in clustered:  # one trace per cluster: a legend that names them
             m = label == v
@@ -142,17 +140,16 @@ def _map(lib: "Library", model: str, clustering_id: int, generation: int, n_item
             text=text, hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(height=460, margin=dict(l=10, r=10, t=10, b=10),
                       legend=dict(title="", itemsizing="constant"),
-                      xaxis=dict(title="PC 1", showticklabels=False),
-                      yaxis=dict(title="PC 2", showticklabels=False))
+                      xaxis=dict(title="", showticklabels=False),
+                      yaxis=dict(title="", showticklabels=False))
     st.plotly_chart(fig, config={"displaylogo": False})
-    what = "all" if pts["sampled"] == n_items else f"a random {pts['sampled']} of the"
-    st.caption(f"Map: {what} {n_items} items projected to 2-D with PCA; colour = cluster, "
-               "grey = unsorted. Nearby points look alike to the model.")
+    what = "all" if pts["sampled"] == n_items else f"a random {pts['sampled']:,} of the"
+    st.caption(f"Map: {what} {count(n_items, kind)}, placed so that those that look alike are "
+               "near each other; colour = person, grey = unsorted.")
 
 
 def _cluster_title(cluster: int, names: dict[int, str]) -> str:
-    person = names.get(cluster)
-    return f"cluster {cluster}" + (f" · {person}" if person else "")
+    return names.get(cluster) or "a group with no person"
 
 
 def _html(text: str) -> str:
@@ -163,17 +160,12 @@ def _html(text: str) -> str:
 
 
 def _person_labels(lib: "Library", clustering_id: int, clusters: list[int]) -> dict[int, str]:
-    """cluster id -> label of the person most of its items belong to (a name, or "person N"), for
-    the given clusters only: one indexed query each, so the cost follows what is on screen, not
-    the size of the library."""
-    from ..people import person_of_cluster
+    """cluster id -> label of the person it belongs to (a name, or "Person 12"), for the given
+    clusters only (one batched query), so the cost follows what is on screen."""
+    from ..people import people_of_clusters
 
-    out = {}
-    for c in clusters:
-        p = person_of_cluster(lib, clustering_id, int(c))
-        if p is not None:
-            out[int(c)] = p[1] or f"person {p[0]}"
-    return out
+    return {c: person_label(name, pid) or "" for c, (pid, name)
+            in people_of_clusters(lib, clustering_id, clusters).items()}
 
 
 def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int],
@@ -182,7 +174,7 @@ def _cluster_gallery(lib: "Library", model: str, title: str, item_ids: list[int]
     st.subheader(title, anchor=False)
     thumbs.gallery(lib, lib.items(model, ids=item_ids[:MAX_THUMBS]))
     if size > MAX_THUMBS:
-        st.caption(f"… and {size - MAX_THUMBS} more.")
+        st.caption(f"… and {size - MAX_THUMBS:,} more.")
 
 
 def page() -> None:
@@ -192,27 +184,29 @@ def page() -> None:
     lib, model = opened
     c = lib.clustering(model)
     if c is None:
-        st.info("This library is not clustered yet. Clustering groups the indexed items by person; "
-                "the items that fit no group are listed as unsorted.")
+        st.info("This library is not clustered yet. Clustering groups what was found by person; "
+                "what fits no group is listed as unsorted.")
         common.cluster_controls(lib, model, key="clusters")
         return
 
     generation = lib.vector_set(model).generation
+    kind = common.kind_of(lib, model)
     g = _groups(str(lib.path), model, c.id, generation)
     n_clusters, n_unsorted = len(g.ids), len(g.unsorted)
     n_items = int(g.sizes.sum()) + n_unsorted
     a, b, d = st.columns(3)
-    a.metric("Items", n_items)
-    b.metric("Clusters", n_clusters)
+    a.metric(noun(kind, 2).capitalize(), n_items)
+    b.metric("Clusters", n_clusters, help="Groups of look-alike faces; each is shown as the person "
+             "it belongs to.")
     d.metric("Unsorted", n_unsorted)
     if c.stale:
-        st.warning("Items were added or removed since this clustering ran; cluster again to "
-                   "include them.")
+        st.warning(f"{noun(kind, 2).capitalize()} were added or removed since this clustering "
+                   "ran; cluster again to include them.")
     with st.expander("Cluster again", expanded=c.stale):
         common.cluster_controls(lib, model, key="clusters")
 
     st.subheader("Map")
-    _map(lib, model, c.id, generation, n_items)
+    _map(lib, model, c.id, generation, n_items, kind)
 
     if n_clusters:
         start, stop = common.pager("Clusters page", n_clusters, CLUSTERS_PER_PAGE,
@@ -220,18 +214,22 @@ def page() -> None:
         names = _person_labels(lib, c.id, g.ids[start:stop].tolist())
         for k in range(start, stop):
             cid, size = int(g.ids[k]), int(g.sizes[k])
-            person = names.get(cid)
-            title = f"Cluster {cid} · {size} items"
-            if person:
-                title += f" · {common.md_escape(person)}"
+            title = f"{common.md_escape(_cluster_title(cid, names))} · {count(size, kind)}"
             _cluster_gallery(lib, model, title, g.items_of(k, MAX_THUMBS), size)
     else:
-        st.info("The clustering found no groups: every item is unsorted. Try the other profile, or "
-                "index more photos of each person.")
+        st.info(f"The clustering found no groups: every {noun(kind)} is unsorted. Try the other "
+                "way of grouping, or index more photos of each person.")
 
     if n_unsorted:
-        _cluster_gallery(lib, model, f"Unsorted · {n_unsorted} items",
+        _cluster_gallery(lib, model, f"Unsorted · {count(n_unsorted, kind)}",
                          g.unsorted[:MAX_THUMBS].tolist(), n_unsorted)
     else:
         st.subheader("Unsorted")
-        st.caption("Every item is in a cluster.")
+        st.caption(f"Every {noun(kind)} is in a group.")
+    with st.expander("Technical details"):
+        rows = [{"person": names.get(int(g.ids[k]), ""), "cluster": int(g.ids[k]),
+                 noun(kind, 2): int(g.sizes[k])} for k in range(start, stop)] if n_clusters else []
+        st.caption(f"Clustering {c.id}: profile `{c.profile}`, parameters "
+                   f"{common.md_code(str(c.params))}; the map is a 2-D PCA projection.")
+        if rows:
+            st.table(rows, hide_index=True)

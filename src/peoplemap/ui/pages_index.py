@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from ..errors import PeoplemapError
+from ..wording import MODEL_HINTS, count, model_label, noun, plural
 from . import common
 
 if TYPE_CHECKING:
@@ -24,11 +25,16 @@ def _model_choice() -> str:
     except PeoplemapError as e:
         common.show_error(e)
         st.stop()
-    names = list(models)
+    names = [n for n in models if n != "onnx"]  # a model file of one's own: `--model onnx:PATH`
     preferred = lib_settings_default_model()
     default = names.index(preferred) if preferred in names else 0
-    return st.selectbox("Model", names, index=default, format_func=lambda n: f"{n}: {models[n]}",
+    name = st.selectbox("What to look for", names, index=default, format_func=model_label,
                         help="`peoplemap models` lists the same models.")
+    if MODEL_HINTS.get(name):
+        st.caption(MODEL_HINTS[name])
+    with st.expander("Technical details"):
+        st.caption(f"Model `{name}`: {common.md_escape(models[name])}")
+    return name
 
 
 def lib_settings_default_model() -> str:
@@ -42,7 +48,8 @@ def _library_counts(lib: "Library") -> None:
     if not sets:
         st.info(f"The library {common.md_code(str(lib.path))} is empty: index a folder to start.")
         return
-    parts = [f"{s.model}: {s.n_items} items from {s.n_images} images" for s in sets]
+    parts = [f"{common.md_escape(model_label(s.model))}: {count(s.n_items, s.item_kind)}"
+             + (f" in {plural(s.n_images, 'photo')}" if s.item_kind != "image" else "") for s in sets]
     st.caption(f"Library {common.md_code(str(lib.path))} · " + " · ".join(parts))
 
 
@@ -62,18 +69,21 @@ def _run_index(lib: "Library", folder: str, model: str) -> bool:
     return True
 
 
-def _show_summary(s: "IndexSummary") -> None:
-    st.success(f"Indexed {common.md_code(s.folder)} with {s.model} in {s.seconds:.1f} s.")
+def _show_summary(lib: "Library", s: "IndexSummary") -> None:
+    kind = common.kind_of(lib, s.model)
+    st.success(f"Indexed {common.md_code(s.folder)} ({common.md_escape(model_label(s.model))}) "
+               f"in {s.seconds:.1f} s.")
     cols = st.columns(6)
     for col, (label, value) in zip(cols, [
             ("Files seen", s.files_seen), ("New", s.new), ("Changed", s.changed),
-            ("Unchanged", s.unchanged), ("Removed", s.removed), ("Items added", s.items_added)]):
+            ("Unchanged", s.unchanged), ("Removed", s.removed),
+            (f"{noun(kind, 2).capitalize()} added", s.items_added)]):
         col.metric(label, value)
     notes = []
     if s.reused:
-        notes.append(f"{s.reused} identical images reused their vectors")
+        notes.append(f"{plural(s.reused, 'identical photo')} reused what was found before")
     if s.images_without_items:
-        notes.append(f"{s.images_without_items} images had nothing to embed for this model")
+        notes.append(f"{plural(s.images_without_items, 'photo')} with no {noun(kind)} found")
     if notes:
         st.caption("; ".join(notes) + ".")
     if s.skipped:
@@ -116,12 +126,12 @@ def page() -> None:
 
     s = st.session_state.get("index_summary")
     if s is not None:
-        _show_summary(s)
+        _show_summary(lib, s)
 
     with counts.container():
         _library_counts(lib)
     st.subheader("Cluster")
     if not lib.vector_sets():
-        st.caption("Clustering groups the indexed items by person; index a folder first.")
+        st.caption("Clustering groups what was found by person; index a folder first.")
         return
     common.cluster_controls(lib, common.current_model(lib), key="index")

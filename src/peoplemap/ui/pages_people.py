@@ -1,44 +1,67 @@
-"""People page: the people of a vector set as a grid (largest first); open one to see all its items and
-to name, hide, merge, split or forget it.
+"""People page: the people of a vector set as a grid of covers (largest first). "View" opens a
+person in a dialog over the grid, where the user is looking, to name, hide, merge, split, pick a
+cover or forget it; each action's message shows next to the control that did it (and as a toast).
 
-Fast on big libraries: one query lists the people (lib.people()); items are read and thumbnails built
-only for what is on screen, and thumbnails are kept in the library's thumbnails/ folder. Past
-MERGE_CHOICES people, "Merge into" takes a typed number or name instead of listing everyone.
+A person is shown everywhere as its name or "Person 12" (its stable number). A tile shows the
+person's cover: the face the user picked, else its best face (peoplemap.people.covers: the most
+central to the person, large and sharp), never just its first item. Giving a person a name that
+someone else has asks whether they are the same person (merge) or not (keep apart).
+
+Fast on big libraries: one query lists the people (lib.people()); items are read and thumbnails
+built only for what is on screen, and thumbnails are kept in the library's thumbnails/ folder.
+Past MERGE_CHOICES people, "Merge into" takes a typed number or name instead of listing everyone.
 """
 from __future__ import annotations
 
-import re
+import io
 from typing import TYPE_CHECKING, Callable, Optional
 
+import numpy as np
 import streamlit as st
 
-from ..errors import PeoplemapError
+from ..errors import NameTakenError, PeoplemapError
+from ..wording import count, noun
 from . import common, thumbs
 
 if TYPE_CHECKING:
     from ..library import Library
-    from ..people import Person
+    from ..responses import Person
+    from ..types import Item
 
 PEOPLE_PER_PAGE = 24
 GRID_COLUMNS = 6
 TILE = 128
 ITEMS_PER_PAGE = 48
 ITEM_COLUMNS = 8
+DIALOG_WIDTH = 1100
 MERGE_CHOICES = 500
 """Up to this many other people, "Merge into" is a list to pick from; beyond, a field for a
 person's number or name."""
 SELECTED = "people_selected"
 FLASH = "people_flash"
 SPLIT = "people_split"
-"""Session keys: the open person's id, the last action's message, the items ticked for a split."""
+PENDING_NAME = "people_pending_name"
+"""Session keys: the open person's id; the last action's (section, message); the items ticked
+for a split or a cover; a name that someone else has, waiting for the user's answer."""
 
 
+# -- state ----------------------------------------------------------------------------------------
 def _open(person_id: Optional[int]) -> None:
     st.session_state[SELECTED] = person_id
+    st.session_state.pop(PENDING_NAME, None)
+    if person_id is None:
+        st.query_params.pop("person", None)
+    else:
+        st.query_params["person"] = str(person_id)  # the person has an address of its own
+
+
+def _closed() -> None:
+    """The dialog was dismissed (its ✕, Esc, or a click outside)."""
+    _open(None)
 
 
 def _tick(person_id: int, item_id: int) -> None:
-    """Remember split ticks in a set, so they survive paging through a person's items."""
+    """Remember ticks in a set, so they survive paging through a person's items."""
     chosen = st.session_state.setdefault(SPLIT, {}).setdefault(person_id, set())
     if st.session_state.get(f"people_tick_{person_id}_{item_id}"):
         chosen.add(item_id)
@@ -46,108 +69,214 @@ def _tick(person_id: int, item_id: int) -> None:
         chosen.discard(item_id)
 
 
-def _act(action: Callable[[], str]) -> None:
-    """Run a people edit. On success rerun, so every list on the page is read again, and show its
-    message (st.success) at the top of that run; a library error is shown here, without a traceback."""
+def _act(where: str, action: Callable[[], str]) -> None:
+    """Run a people edit. On success rerun the whole page, so the grid and the dialog are read
+    again, with the message shown by the control that did it (`where`) and as a toast; a library
+    error is shown here, without a traceback."""
     try:
         message = action()
     except PeoplemapError as e:
         common.show_error(e)
         return
-    st.session_state[FLASH] = message
+    st.session_state[FLASH] = (where, message)
     st.session_state["people_rev"] = st.session_state.get("people_rev", 0) + 1  # search re-reads names
     st.rerun()
 
 
-def _tile_caption(p: "Person") -> str:
+def _flash(where: str) -> None:
+    """The last action's message, if it was done here."""
+    flash = st.session_state.get(FLASH)
+    if flash and flash[0] == where:
+        st.success(common.md_escape(flash[1]))  # names are shown as typed, not as Markdown
+
+
+# -- covers ---------------------------------------------------------------------------------------
+def _sharpness(lib: "Library", items: list["Item"]) -> list[float]:
+    """Variance of the Laplacian of each item's tile (the picture a tile shows): higher is
+    sharper. The tiles are kept, so the winner's tile is ready to show."""
+    from PIL import Image
+
+    out = []
+    for data in thumbs.item_thumbnails(lib, items, TILE):
+        a = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32)
+        a = a[thumbs.TILE_MARGIN + 1:-thumbs.TILE_MARGIN - 1, thumbs.TILE_MARGIN + 1:-thumbs.TILE_MARGIN - 1]
+        if a.shape[0] < 3 or a.shape[1] < 3:
+            out.append(0.0)
+            continue
+        lap = 4 * a[1:-1, 1:-1] - a[:-2, 1:-1] - a[2:, 1:-1] - a[1:-1, :-2] - a[1:-1, 2:]
+        out.append(float(lap.var()))
+    return out
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _best_faces(lib_path: str, model: str, key: tuple, _people: list["Person"]) -> dict[int, int]:
+    """The automatic covers of a page of people. key: what changes the answer (the set's
+    generation, the clustering, each person's id, size and first and last item)."""
+    lib = common.get_library(lib_path)
+    return lib.covers(_people, model, sharpness=lambda items: _sharpness(lib, items))
+
+
+def covers(lib: "Library", model: str, people: list["Person"]) -> dict[int, int]:
+    """person id -> the item its tile shows: the user's pick, else its best face (cached)."""
+    picked = {p.id: p.cover_item_id for p in people
+              if p.cover_item_id is not None and p.cover_item_id in set(p.item_ids)}
+    auto = [p for p in people if p.id not in picked and p.item_ids]
+    if auto:
+        c = lib.clustering(model)
+        key = (lib.vector_set(model).generation, c.id if c else None,
+               tuple((p.id, p.size, p.item_ids[0], p.item_ids[-1]) for p in auto))
+        picked.update(_best_faces(str(lib.path), model, key, auto))
+    return picked
+
+
+# -- the grid -------------------------------------------------------------------------------------
+def _tile_caption(p: "Person", kind: str) -> str:
     hidden = " · hidden" if p.hidden else ""
-    return f"**{common.md_escape(p.label)}**  \n{p.size} items{hidden}"
+    return f"**{common.md_escape(p.label)}**  \n{count(p.size, kind)}{hidden}"
 
 
-def _grid(lib: "Library", model: str, people: list["Person"], selected: Optional[int]) -> None:
+def _grid(lib: "Library", model: str, people: list["Person"], kind: str) -> None:
     start, stop = common.pager("People page", len(people), PEOPLE_PER_PAGE, key="people_page")
     shown = people[start:stop]
-    firsts = lib.items(model, ids=[p.item_ids[0] for p in shown])
-    tiles = dict(zip((it.id for it in firsts), thumbs.item_thumbnails(lib, firsts, TILE)))
+    cover = covers(lib, model, shown)
+    items = lib.items(model, ids=sorted(set(cover.values())))
+    tiles = dict(zip((it.id for it in items), thumbs.item_thumbnails(lib, items, TILE)))
     for row in range(0, len(shown), GRID_COLUMNS):
         for col, p in zip(st.columns(GRID_COLUMNS), shown[row:row + GRID_COLUMNS]):
             with col.container(border=True):
-                tile = tiles.get(p.item_ids[0])
+                tile = tiles.get(cover.get(p.id, -1))
                 if tile is not None:
                     st.image(thumbs.data_uri(tile), width=TILE)
-                st.markdown(_tile_caption(p))
+                st.markdown(_tile_caption(p, kind))
                 st.button("View", key=f"people_open_{p.id}", on_click=_open, args=(p.id,),
-                          type="primary" if p.id == selected else "secondary", width="stretch")
+                          width="stretch")
 
 
-def _items(lib: "Library", model: str, p: "Person") -> set[int]:
-    """The person's items, a page at a time, each with a tick box for "Split selected"."""
+# -- one person, in a dialog ------------------------------------------------------------------------
+def _items(lib: "Library", model: str, p: "Person", cover_id: Optional[int]) -> set[int]:
+    """The person's items, a page at a time, each with a tick box (split, cover)."""
     chosen = st.session_state.setdefault(SPLIT, {}).setdefault(p.id, set())
     chosen &= set(p.item_ids)
-    start, stop = common.pager("Items page", p.size, ITEMS_PER_PAGE, key=f"people_items_{p.id}")
+    start, stop = common.pager("Faces page", p.size, ITEMS_PER_PAGE, key=f"people_items_{p.id}")
     items = lib.items(model, ids=p.item_ids[start:stop])
     tiles = thumbs.item_thumbnails(lib, items)
     for row in range(0, len(items), ITEM_COLUMNS):
         for col, it, tile in zip(st.columns(ITEM_COLUMNS), items[row:row + ITEM_COLUMNS],
                                  tiles[row:row + ITEM_COLUMNS]):
             with col:
-                st.image(thumbs.data_uri(tile), width=thumbs.THUMB)
+                st.image(thumbs.data_uri(tile), width=thumbs.THUMB,
+                         caption="★ cover" if it.id == cover_id else "\u2007")  # rows line up
                 st.checkbox(f"#{it.id}", value=it.id in chosen, key=f"people_tick_{p.id}_{it.id}",
                             on_change=_tick, args=(p.id, it.id), help=it.path)
     return chosen
 
 
-def _name_and_hide(lib: "Library", model: str, p: "Person") -> None:
+def _name(lib: "Library", model: str, p: "Person") -> None:
     with st.form(f"people_name_form_{p.id}", border=False):
         name = st.text_input("Name", value=p.name or "", key=f"people_name_{p.id}",
                              placeholder="Who is this?", max_chars=200)
         if st.form_submit_button("Save name", type="primary"):
-            _act(lambda: f"Named {p.label} “{lib.name_person(p.id, name, model).label}”.")
+            st.session_state.pop(PENDING_NAME, None)
+            try:
+                named = lib.name_person(p.id, name, model)
+            except NameTakenError as e:
+                st.session_state[PENDING_NAME] = (p.id, e.name, [o.id for o in e.others])
+            except PeoplemapError as e:
+                common.show_error(e)
+            else:
+                _act("name", lambda: f"Named {p.label} “{named.label}”.")
+    pending = st.session_state.get(PENDING_NAME)
+    if pending and pending[0] == p.id:
+        _same_or_not(lib, model, p, pending[1], pending[2])
+    _flash("name")
+
+
+def _same_or_not(lib: "Library", model: str, p: "Person", name: str, others: list[int]) -> None:
+    """Another person already has this name: are they the same person?"""
+    who = " and ".join(f"Person {o}" for o in others)
+    st.warning(f"“{common.md_escape(name)}” is already the name of {who}. Is this the same person?")
+    a, b, c = st.columns(3)
+    if a.button("Same person: merge", key=f"people_dup_merge_{p.id}", type="primary"):
+        def merge() -> str:
+            merged = lib.name_person(p.id, name, model, on_duplicate="merge")
+            _open(merged.id)
+            return f"Merged {p.label} into {merged.label}: {merged.size:,} in all."
+        st.session_state.pop(PENDING_NAME, None)
+        _act("name", merge)
+    if b.button("Different people: keep apart", key=f"people_dup_apart_{p.id}"):
+        st.session_state.pop(PENDING_NAME, None)
+        def keep_apart() -> str:
+            kept = lib.name_person(p.id, name, model, on_duplicate="keep_apart")
+            return f"Named {p.label} “{kept.label}”, kept apart from {who}."
+        _act("name", keep_apart)
+    if c.button("Cancel", key=f"people_dup_cancel_{p.id}"):
+        st.session_state.pop(PENDING_NAME, None)
+        st.rerun()
+
+
+def _hide(lib: "Library", model: str, p: "Person") -> None:
     if p.hidden:
         if st.button("Unhide", key=f"people_unhide_{p.id}"):
-            _act(lambda: f"{lib.hide_person(p.id, False, model).label} is shown again.")
+            _act("hide", lambda: f"{lib.hide_person(p.id, False, model).label} is shown again.")
     elif st.button("Hide", key=f"people_hide_{p.id}",
-                   help="Hidden people are left out of this grid unless “Show hidden” is on."):
-        _act(lambda: f"{lib.hide_person(p.id, True, model).label} is hidden.")
+                   help="Hidden people are left out of the grid unless “Show hidden” is on."):
+        _act("hide", lambda: f"{lib.hide_person(p.id, True, model).label} is hidden.")
+    _flash("hide")
 
 
-def _merge(lib: "Library", model: str, p: "Person", everyone: list["Person"]) -> None:
+def _cover(lib: "Library", model: str, p: "Person", chosen: set[int], kind: str) -> None:
+    st.caption(f"Tick one {noun(kind)} above to show {common.md_escape(p.label)} by it.")
+    if st.button("Use as cover", key=f"people_cover_{p.id}", disabled=len(chosen) != 1):
+        item = next(iter(chosen))
+
+        def pick() -> str:
+            lib.set_cover(p.id, item, model)
+            chosen.clear()
+            return f"{p.label} is shown by {noun(kind)} #{item} now."
+        _act("cover", pick)
+    if p.cover_item_id is not None and st.button("Automatic cover", key=f"people_cover_auto_{p.id}",
+                                                 help=f"Show the best {noun(kind)} again."):
+        def automatic() -> str:
+            lib.set_cover(p.id, None, model)
+            return f"{p.label} is shown by the best {noun(kind)} again."
+        _act("cover", automatic)
+    _flash("cover")
+
+
+def _merge(lib: "Library", model: str, p: "Person", everyone: list["Person"], kind: str) -> None:
     others = [o for o in everyone if o.id != p.id]
     if not others:
         st.caption("There is nobody else to merge with.")
         return
     with st.form(f"people_merge_form_{p.id}", border=False):
-        help_text = f"Moves every item of {p.label} into the person chosen here."
+        help_text = f"Moves every {noun(kind)} of {p.label} into the person chosen here."
         target: int | str | None
         if len(others) <= MERGE_CHOICES:
             by_id = {o.id: o for o in others}
             target = st.selectbox(
                 "Merge into…", list(by_id), key=f"people_merge_{p.id}", index=None,
                 placeholder="Choose a person", help=help_text,
-                format_func=lambda i: f"{by_id[i].label} ({by_id[i].size} items)"
+                format_func=lambda i: f"{by_id[i].label} ({count(by_id[i].size, kind)})"
                 + (" · hidden" if by_id[i].hidden else ""))
         else:  # a list of thousands is slow to send and draw on every rerun, and to scroll
             target = st.text_input(
                 "Merge into…", key=f"people_merge_{p.id}", max_chars=200,
                 placeholder="Person number or name",
-                help=help_text + " Type its number (the N of “person N”) or its name.").strip()
-            unnamed = re.fullmatch(r"person\s+(\d+)", target, flags=re.IGNORECASE)
-            if unnamed:  # the label as shown on its tile
-                target = unnamed.group(1)
+                help=help_text + " Type its number (the 12 of “Person 12”) or its name.").strip()
         if st.form_submit_button("Merge"):
             if target is None or target == "":
                 st.error("Choose the person to merge into first.")
-                return
+            else:
+                def merge() -> str:
+                    merged = lib.merge_people(target, [p.id], model)
+                    _open(merged.id)
+                    return f"Merged {p.label} into {merged.label}: {count(merged.size, kind)}."
+                _act("merge", merge)
+    _flash("merge")
 
-            def merge() -> str:
-                merged = lib.merge_people(target, [p.id], model)
-                _open(merged.id)
-                return f"Merged {p.label} into {merged.label}: {merged.size} items."
-            _act(merge)
 
-
-def _split(lib: "Library", model: str, p: "Person", chosen: set[int]) -> None:
-    st.caption(f"Tick the items above that are someone else: **{len(chosen)}** ticked.")
+def _split(lib: "Library", model: str, p: "Person", chosen: set[int], kind: str) -> None:
+    st.caption(f"Tick the {noun(kind, 2)} above that are someone else: **{len(chosen)}** ticked.")
     with st.form(f"people_split_form_{p.id}", border=False, clear_on_submit=True):
         name = st.text_input("Name of the new person (optional)", key=f"people_split_name_{p.id}",
                              max_chars=200)
@@ -155,73 +284,92 @@ def _split(lib: "Library", model: str, p: "Person", chosen: set[int]) -> None:
             def split() -> str:
                 new = lib.split_person(p.id, sorted(chosen), model, name=name.strip() or None)
                 chosen.clear()
-                return f"Moved {new.size} items out of {p.label} into {new.label}."
-            _act(split)
+                return f"Moved {count(new.size, kind)} out of {p.label} into {new.label}."
+            _act("split", split)
+    _flash("split")
 
 
-def _forget(lib: "Library", model: str, p: "Person") -> None:
+def _forget(lib: "Library", model: str, p: "Person", kind: str) -> None:
     label = common.md_escape(p.label)
-    st.warning(f"Forgetting deletes {label}'s {p.size} items and their vectors from the library "
-               "for good (the photo files are not touched). Clustering state is reset too: "
-               "cluster again afterwards.")
-    sure = st.checkbox(f"Yes, delete the {p.size} items of {label}", key=f"people_sure_{p.id}")
+    st.warning(f"Forgetting deletes {label}'s {count(p.size, kind)} and what was computed from "
+               "them from the library for good (the photo files are not touched). Cluster again "
+               "afterwards.")
+    sure = st.checkbox(f"Yes, delete the {count(p.size, kind)} of {label}", key=f"people_sure_{p.id}")
     if st.button("Forget this person", key=f"people_forget_{p.id}", disabled=not sure):
         def forget() -> str:
             n = lib.forget_person(p.id, model)
             thumbs.forget_thumbnails(lib, p.item_ids)
             _open(None)
-            return f"Forgot {p.label}: {n} items and their vectors were deleted."
-        _act(forget)
+            return f"Forgot {p.label}: {count(n, kind)} deleted."
+        _act("page", forget)
 
 
-def _detail(lib: "Library", model: str, p: "Person", everyone: list["Person"]) -> None:
-    st.divider()
-    top, close = st.columns([5, 1], vertical_alignment="bottom")
-    hidden = " · hidden" if p.hidden else ""
-    top.subheader(f"{common.md_escape(p.label)} · {p.size} items{hidden}", anchor=False)
-    close.button("Close", key="people_close", on_click=_open, args=(None,), width="stretch")
-    chosen = _items(lib, model, p)
+def _detail(lib: "Library", model: str, p: "Person", everyone: list["Person"], kind: str) -> None:
+    cover_id = covers(lib, model, [p]).get(p.id)
+    top_left, top_right = st.columns([2, 1], gap="large")
+    with top_left:
+        _name(lib, model, p)
+    with top_right:
+        _hide(lib, model, p)
+    chosen = _items(lib, model, p, cover_id)
     a, b, c = st.columns(3, gap="large")
     with a:
-        _name_and_hide(lib, model, p)
+        _cover(lib, model, p, chosen, kind)
     with b:
-        _merge(lib, model, p, everyone)
+        _merge(lib, model, p, everyone, kind)
     with c:
-        _split(lib, model, p, chosen)
+        _split(lib, model, p, chosen, kind)
     with st.expander("Forget this person"):
-        _forget(lib, model, p)
+        _forget(lib, model, p, kind)
 
 
+def _show_person(lib: "Library", model: str, p: "Person", everyone: list["Person"], kind: str) -> None:
+    """The person in a dialog over the grid: it opens where the user is looking, wherever the
+    grid was scrolled to."""
+    title = f"{p.label} · {count(p.size, kind)}" + (" · hidden" if p.hidden else "")
+    st.dialog(title, width=DIALOG_WIDTH, on_dismiss=_closed)(_detail)(lib, model, p, everyone, kind)
+
+
+# -- the page -------------------------------------------------------------------------------------
 def page() -> None:
     opened = common.open_page("People")
     if opened is None:
         return
     lib, model = opened
-    flash = st.session_state.pop(FLASH, None)
+    kind = common.kind_of(lib, model)
+    flash = st.session_state.get(FLASH)
     if flash:
-        st.success(common.md_escape(flash))  # names are shown as typed, not as Markdown
+        st.toast(common.md_escape(flash[1]))
+    if flash and flash[0] == "page":
+        st.success(common.md_escape(flash[1]))
     c = lib.clustering(model)
     if c is None:
-        st.info("No people yet: people come from clustering, which groups the indexed items by "
-                "person.")
+        st.info(f"No people yet: people come from clustering, which groups the {noun(kind, 2)} "
+                "found by person.")
         common.cluster_controls(lib, model, key="people")
+        st.session_state.pop(FLASH, None)
         return
     everyone = lib.people(model, include_hidden=True)
     show_hidden = st.toggle("Show hidden", key="people_show_hidden")
     people = [p for p in everyone if show_hidden or not p.hidden]
     n_hidden = sum(p.hidden for p in everyone)
-    st.caption(f"{len(people)} people, largest first"
-               + (f" · {n_hidden} hidden" if n_hidden and not show_hidden else "")
-               + (" · items were added or removed since the last clustering" if c.stale else ""))
+    st.caption(f"{len(people):,} people, largest first"
+               + (f" · {n_hidden:,} hidden" if n_hidden and not show_hidden else "")
+               + (f" · {noun(kind, 2)} were added or removed since the last clustering"
+                  if c.stale else ""))
+    if SELECTED not in st.session_state and st.query_params.get("person", "").isdigit():
+        st.session_state[SELECTED] = int(st.query_params["person"])  # opened by its address
     selected = st.session_state.get(SELECTED)
     if not everyone:
-        st.info("The clustering found no groups, so there are no people yet. Cluster again with the "
-                "other profile, or index more photos of each person.")
-        return
-    if people:
-        _grid(lib, model, people, selected)
+        st.info("The clustering found no groups, so there are no people yet. Cluster again the "
+                "other way, or index more photos of each person.")
+    elif people:
+        _grid(lib, model, people, kind)
     else:
         st.info("Everyone is hidden; turn on “Show hidden” to see them.")
     person = next((p for p in everyone if p.id == selected), None)
     if person is not None:
-        _detail(lib, model, person, everyone)
+        _show_person(lib, model, person, everyone, kind)
+    elif selected is not None:
+        _open(None)  # forgotten, merged away, or a stale address
+    st.session_state.pop(FLASH, None)  # shown once

@@ -1,7 +1,9 @@
-"""Search page: upload a photo, see the most similar items and the person the photo belongs to.
+"""Search page: upload a photo, see who is in it and the most similar faces of the library.
 
-With a face (or body) model a group photo holds several regions: the photo is drawn with numbered
-boxes and one region at a time is picked to show its hits and its person.
+With a face (or body) model a group photo holds several faces: first a summary of who is in the
+photo (each face: a person, a guess, or unknown), then the photo with numbered boxes and one face
+at a time picked to show its matches. Each face's verdict is said once; cluster numbers,
+confidences and boxes are under "Technical details".
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 import streamlit as st
 
 from ..errors import ImageError, PeoplemapError
+from ..wording import GUESS_BELOW, count, noun, person_label, verdict
 from . import common, thumbs
 
 if TYPE_CHECKING:
@@ -29,7 +32,6 @@ GROUP_WIDTH = 640
 REGION_THUMB = 160
 BOX = (255, 60, 60)
 PICKED = (255, 200, 0)
-KIND_WORD = {"face": "Face", "body": "Person"}
 
 
 def _decode(data: bytes) -> Optional["DecodedImage"]:
@@ -85,23 +87,28 @@ def _region_crop(img: "DecodedImage", box: "Box") -> bytes:
     return _jpeg(im)
 
 
-def _person_label(name: Optional[str], person_id: Optional[int]) -> Optional[str]:
-    if name:
-        return name
-    return None if person_id is None else f"person {person_id}"
-
-
-def _assignment_text(r: "QueryResult", clustered: bool) -> str:
+def _who(r: "QueryResult", clustered: bool) -> str:
+    """A face's verdict in a few words, for the summary: "Ada", "probably Ada (a guess)",
+    "unknown"."""
     if not clustered:
-        return ("**No cluster**: the library is not clustered yet (cluster it on the Index or "
-                "Clusters page).")
-    if r.cluster is None:
-        return "**No cluster**: the photo is not close enough to any cluster."
-    person = _person_label(r.person, r.person_id)
+        return "not grouped yet"
+    return verdict(person_label(r.person, r.person_id), r.confidence)
+
+
+def _verdict_text(r: "QueryResult", clustered: bool, kind: str) -> str:
+    """A face's verdict as a sentence, said once: who it is, a guess, or nobody."""
+    if not clustered:
+        return ("**Not grouped yet**: cluster the library (Index or Clusters page) to see who "
+                "this is.")
+    person = person_label(r.person, r.person_id)
     if person is None:
-        return f"Belongs to **cluster {r.cluster}** (confidence {r.confidence:.2f})."
-    return (f"Belongs to **{common.md_escape(person)}**, cluster {r.cluster} "
-            f"(confidence {r.confidence:.2f}).")
+        return (f"**Unknown**: matches nobody in the library. The most similar {noun(kind, 2)} "
+                "are below, but none is close enough to be the same person.")
+    name = common.md_escape(person)
+    if r.confidence < GUESS_BELOW:
+        return (f"**Probably {name}**: a guess; this {noun(kind)} is only somewhat like "
+                f"{name}'s.")
+    return f"**{name}**"
 
 
 def _name(path: str) -> str:
@@ -111,24 +118,35 @@ def _name(path: str) -> str:
 
 
 def _where(h: "Hit") -> str:
-    cluster = "unsorted" if h.cluster is None else f"cluster {h.cluster}"
-    person = _person_label(h.person, h.person_id)
-    return cluster if person is None else f"**{common.md_escape(person)}** · {cluster}"
+    person = person_label(h.person, h.person_id)
+    return "unsorted" if person is None else f"**{common.md_escape(person)}**"
 
 
 def _hits(r: "QueryResult") -> None:
     if not r.hits:
-        st.info("The model found nothing to search for in this photo (a face model finds no face, "
-                "say)." if r.region is None else "Nothing similar was found.")
+        st.info("Nothing similar was found.")
         return
     for row in range(0, len(r.hits), HITS_PER_ROW):
         cols = st.columns(HITS_PER_ROW)
         for col, (rank, h) in zip(cols, enumerate(r.hits[row:row + HITS_PER_ROW], row + 1)):
             with col:
                 st.image(thumbs.thumbnail(h.path, h.box, HIT_THUMB), width=HIT_THUMB)
-                box = f" · box {tuple(h.box)}" if h.box else ""
                 st.markdown(f"**#{rank}** · {common.md_escape(_name(h.path))}  \n"
-                            f"similarity {h.similarity:.3f} · {_where(h)}{box}")
+                            f"similarity {h.similarity:.3f} · {_where(h)}")
+
+
+def _technical(results: list["QueryResult"], kind: str) -> None:
+    """Cluster numbers, confidences and boxes: for whoever wants to know how it was decided."""
+    with st.expander("Technical details"):
+        st.caption(f"A {noun(kind)} belongs to a person when it lies within the radius of that "
+                   f"person's cluster; below a confidence of {GUESS_BELOW} it is shown as a guess.")
+        st.table([{noun(kind): n, "box": str(tuple(r.region.box)) if r.region and r.region.box
+                   else "whole photo", "cluster": "none" if r.cluster is None else r.cluster,
+                   "person": person_label(r.person, r.person_id) or "none",
+                   "confidence": round(float(r.confidence), 3),
+                   "hits (cluster)": ", ".join("-" if h.cluster is None else str(h.cluster)
+                                               for h in r.hits)}
+                  for n, r in enumerate(results, 1)], hide_index=True)
 
 
 def _search(lib: "Library", up, k: int, model: str) -> list["QueryResult"]:
@@ -145,39 +163,49 @@ def _search(lib: "Library", up, k: int, model: str) -> list["QueryResult"]:
     return results
 
 
-def _one_region(img: Optional["DecodedImage"], r: "QueryResult", name: str, clustered: bool) -> None:
+def _one_region(img: Optional["DecodedImage"], r: "QueryResult", name: str, clustered: bool,
+                kind: str) -> None:
     left, right = st.columns([1, 3])
     with left:
         if img is not None:
             st.image(_query_preview(img, [r.region.box if r.region else None], None, QUERY_SIDE),
                      caption=common.md_escape(name))
     with right:
-        if r.region is None or r.region.box is None:
-            st.markdown(_assignment_text(r, clustered))
-            st.caption(f"{len(r.hits)} most similar items, most similar first.")
-        else:
-            st.markdown(f"Region 1 · box {tuple(r.region.box)}  \n" + _assignment_text(r, clustered))
+        if r.region is None and not r.hits:
+            st.info(f"No {noun(kind)} was found in this photo." if kind != "image"
+                    else "Nothing similar was found.")
+            return
+        st.markdown(_verdict_text(r, clustered, kind))
+        st.caption(f"The {count(len(r.hits), kind)} most like it, most similar first.")
     _hits(r)
 
 
-def _many_regions(img: Optional["DecodedImage"], results: list["QueryResult"], word: str,
+def _summary(results: list["QueryResult"], clustered: bool, kind: str) -> None:
+    """Who is in the photo, face by face, before any detail."""
+    st.markdown(f"**Who is in this photo** ({count(len(results), kind)}):")
+    st.markdown("\n".join(f"- {noun(kind).capitalize()} {n}: "
+                          f"**{common.md_escape(_who(r, clustered))}**"
+                          for n, r in enumerate(results, 1)))
+
+
+def _many_regions(img: Optional["DecodedImage"], results: list["QueryResult"], kind: str,
                   key: str, clustered: bool) -> None:
+    word = noun(kind).capitalize()
     left, right = st.columns([3, 2])
     with right:
-        st.markdown(f"Found **{len(results)}** {word.lower()}s in the photo; pick one to see its "
-                    "matches.")
-        picked = st.radio(word, range(len(results)), key=key, horizontal=True,
-                          format_func=lambda n: f"{word} {n + 1}")
+        _summary(results, clustered, kind)
+        picked = st.radio(f"See the matches of a {noun(kind)}", range(len(results)), key=key,
+                          horizontal=True, format_func=lambda n: f"{word} {n + 1}")
         r = results[picked]
         box = r.region.box if r.region is not None else None
         if img is not None and box is not None:
-            st.image(_region_crop(img, box), caption=f"{word} {picked + 1} · box {tuple(box)}")
-        st.markdown(_assignment_text(r, clustered))
+            st.image(_region_crop(img, box), caption=f"{word} {picked + 1}")
+        st.markdown(_verdict_text(r, clustered, kind))
     with left:
         if img is not None:
             boxes = [q.region.box if q.region is not None else None for q in results]
             st.image(_query_preview(img, boxes, picked, GROUP_WIDTH))
-    st.subheader(f"Matches for {word.lower()} {picked + 1}", anchor=False)
+    st.subheader(f"Matches for {noun(kind)} {picked + 1}", anchor=False)
     _hits(r)
 
 
@@ -189,9 +217,13 @@ def page() -> None:
     up = st.file_uploader("Query photo", type=UPLOAD_TYPES,
                           help=f"Up to {lib.settings.max_upload_mb} MB. The photo is only compared, "
                                "never added to the library.")
-    k = st.slider("Number of results (k)", min_value=1, max_value=50, value=10)
+    kind = common.kind_of(lib, model)
+    k = st.slider("Results", min_value=1, max_value=50, value=10,
+                  help=f"How many of the most similar {noun(kind, 2)} to show for each "
+                       f"{noun(kind)} in the photo.")
     if up is None:
-        st.caption("Upload a photo to find the most similar items in the library.")
+        st.caption(f"Upload a photo to see who is in it and the most similar {noun(kind, 2)} of "
+                   "the library.")
         return
     try:
         results = _search(lib, up, k, model)
@@ -201,7 +233,8 @@ def page() -> None:
     clustered = lib.clustering(model) is not None
     img = _decode(up.getvalue())
     if len(results) == 1:
-        _one_region(img, results[0], up.name, clustered)
+        _one_region(img, results[0], up.name, clustered, kind)
     else:
-        word = KIND_WORD.get(lib.vector_set(model).item_kind, "Region")
-        _many_regions(img, results, word, f"search_region_{up.file_id}", clustered)
+        _many_regions(img, results, kind, f"search_region_{up.file_id}", clustered)
+    if results and (results[0].hits or results[0].region is not None):
+        _technical(results, kind)
