@@ -1,6 +1,7 @@
 """The gate every request passes before any route sees it (a plain ASGI middleware).
 
 In order:
+0. Headers: at most 16 KB in all (431).
 1. Host: without a token (loopback only) the Host header must name this machine, so a web page
    cannot reach the API through DNS rebinding.
 2. Token: when the server has one, exactly one `Authorization: Bearer TOKEN` header, compared in
@@ -35,12 +36,14 @@ DOCS_PATHS = ("/docs", "/docs-assets/")
 API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' "
             b"'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'")
+MAX_HEADER_BYTES = 16 * 1024
+"""Request headers beyond this are refused (431), however the HTTP parser received them."""
 DRAIN_LIMIT = 64 * 1024 * 1024
 """An oversize body is read and dropped up to this much, so the client sees the 413 answer."""
 
 STATUS_NAMES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                 405: "method_not_allowed", 409: "conflict", 413: "too_large",
-                415: "unsupported_media_type", 422: "invalid", 429: "too_many_requests",
+                415: "unsupported_media_type", 422: "invalid", 431: "headers_too_large", 429: "too_many_requests",
                 500: "internal_error", 503: "unavailable"}
 
 
@@ -88,8 +91,12 @@ class Guard:
     # -- checks before the body ------------------------------------------------------------------
     def _check_request(self, scope: Scope) -> Optional[tuple[int, str, dict]]:
         headers: dict[bytes, list[bytes]] = {}
+        size = 0
         for k, v in scope.get("headers", []):
             headers.setdefault(k.lower(), []).append(v)
+            size += len(k) + len(v) + 4
+        if size > MAX_HEADER_BYTES:
+            return 431, f"the request headers are larger than {MAX_HEADER_BYTES} bytes", {}
         host = _one(headers, b"host")
         if self._token is None and not _is_local_host(host):
             return (400, f"Host {host!r} is not this server; a server without a token answers "
@@ -138,6 +145,10 @@ class Guard:
         limit = self.config.max_upload_bytes + MULTIPART_SLACK if upload else JSON_BODY_LIMIT
         headers = {k.lower(): v for k, v in scope.get("headers", [])}
         declared = headers.get(b"content-length")
+        if declared is not None and b"transfer-encoding" in headers:
+            # RFC 9112 6.1: a request with both may be an attempt at request smuggling.
+            await _answer(send, 400, "send Content-Length or Transfer-Encoding, not both")
+            return None
         if declared is not None:
             try:
                 n = int(declared)

@@ -2,22 +2,25 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Optional
 
 from ..config import load_settings
 from .config import ServerConfig
+from .guard import MAX_HEADER_BYTES
+
+if TYPE_CHECKING:
+    from ..library import Library
 
 log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS = 200
 """Concurrent connections and requests beyond which uvicorn answers 503 at once."""
-MAX_HEADER_BYTES = 16 * 1024
-"""A request line plus headers larger than this is refused by the HTTP parser (h11)."""
 KEEP_ALIVE_S = 5
 
 
-def run_server(config: ServerConfig) -> None:
-    """Open the library and serve it until interrupted (SIGINT / SIGTERM): running jobs are
-    cancelled then, keeping what they committed."""
+def run_server(config: ServerConfig, lib: Optional["Library"] = None) -> None:
+    """Serve the library (opened here unless given) until interrupted (SIGINT / SIGTERM): running
+    jobs are cancelled then, keeping what they committed."""
     import uvicorn
 
     from ..library import Library
@@ -25,7 +28,8 @@ def run_server(config: ServerConfig) -> None:
     from .plugins import load_test_plugins
 
     load_test_plugins()
-    lib = Library.open(config.library, create=True, settings=load_settings())
+    if lib is None:
+        lib = Library.open(config.library, create=True, settings=load_settings())
     try:
         app = create_app(lib, config)
         uvicorn.run(app, host=config.host, port=config.port, http="h11", ws="none",

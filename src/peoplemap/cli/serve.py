@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from .common import library_option
+from .common import library_option, open_library
 
 
 @click.command()
@@ -38,9 +38,11 @@ def serve(library: str, host: str, port: int, roots: tuple[str, ...], token: Opt
     from ..api.server import run_server
     from ..config import load_settings
 
-    config = ServerConfig.make(library, host=host, port=port, roots=roots, token=token,
-                               require_token=require_token,
-                               max_upload_mb=load_settings().max_upload_mb, access_log=access_log)
+    settings = load_settings()
+    lib = open_library(library, create=True)  # first: the token file goes into a library
+    config = ServerConfig.make(lib.path, host=host, port=port, roots=roots, token=token,
+                               require_token=require_token, max_upload_mb=settings.max_upload_mb,
+                               access_log=access_log)
     click.echo(f"Serving {config.library} on {config.url} (docs: {config.url}/docs)", err=True)
     if config.token is not None:
         click.echo(f"Clients must send Authorization: Bearer TOKEN (the token: "
@@ -50,7 +52,7 @@ def serve(library: str, host: str, port: int, roots: tuple[str, ...], token: Opt
                    err=True)
     click.echo("Index jobs may read: " + (", ".join(map(str, config.roots)) or
                                           "nothing (no --root given)"), err=True)
-    run_server(config)
+    run_server(config, lib)
 
 
 COMMANDS = [serve]
