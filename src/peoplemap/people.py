@@ -195,12 +195,13 @@ def split_person(lib: "Library", ref: str | int, item_ids: Iterable[int],
     p = resolve(lib, ref, model)
     ids = sorted({int(i) for i in item_ids})
     if not ids:
-        raise InputError("split needs at least one item id")
+        raise InputError(f"tick at least one {_noun(lib, model)} to split off")
     foreign = [i for i in ids if i not in set(p.item_ids)]
     if foreign:
-        raise InputError(f"items {foreign} do not belong to {p.label}")
+        raise InputError(f"{_noun(lib, model, len(foreign))} {foreign} do not belong to {p.label}")
     if len(ids) == p.size:
-        raise InputError(f"that is every item of {p.label}; nothing would be left to split from")
+        raise InputError(f"that is every {_noun(lib, model)} of {p.label}; nothing would be left "
+                         "to split from")
     if name:
         _check_new_name(lib, name, model)
     s = lib.vector_set(model)
@@ -215,14 +216,22 @@ def _check_new_name(lib: "Library", name: str, model: Optional[str]) -> None:
         raise _name_taken(valid_name(name), others, "these faces are")
 
 
+def _noun(lib: "Library", model: Optional[str], n: int = 1) -> str:
+    """"face" / "faces" (or "photo", ...) for the items of this vector set."""
+    from .wording import noun
+
+    return noun(lib.vector_set(model).item_kind, n)
+
+
 def _known_items(lib: "Library", item_ids: Iterable[int], model: Optional[str]) -> list[int]:
     ids = sorted({int(i) for i in item_ids})
     if not ids:
-        raise InputError("name at least one item id")
+        raise InputError(f"name at least one {_noun(lib, model)} (by its number)")
     have = {it.id for it in lib.items(model, ids=ids)}
     missing = [i for i in ids if i not in have]
     if missing:
-        raise InputError(f"no items {missing} in the {lib.vector_set(model).model} vector set")
+        raise InputError(f"no {_noun(lib, model, len(missing))} {missing} in this library "
+                         f"({lib.vector_set(model).model})")
     return ids
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Optional
 import streamlit as st
 
 from ..errors import ImageError, PeoplemapError
-from ..wording import GUESS_BELOW, count, noun, person_label, verdict
+from .. import wording
+from ..wording import count, noun, person_label, verdict
 from . import common, thumbs
 
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def _verdict_text(r: "QueryResult", clustered: bool, kind: str) -> str:
         return (f"**Unknown**: matches nobody in the library. The most similar {noun(kind, 2)} "
                 "are below, but none is close enough to be the same person.")
     name = common.md_escape(person)
-    if r.confidence < GUESS_BELOW:
+    if r.confidence < wording.GUESS_BELOW:
         return (f"**Probably {name}**: a guess; this {noun(kind)} is only somewhat like "
                 f"{name}'s.")
     return f"**{name}**"
@@ -139,7 +140,7 @@ def _technical(results: list["QueryResult"], kind: str) -> None:
     """Cluster numbers, confidences and boxes: for whoever wants to know how it was decided."""
     with st.expander("Technical details"):
         st.caption(f"A {noun(kind)} belongs to a person when it lies within the radius of that "
-                   f"person's cluster; below a confidence of {GUESS_BELOW} it is shown as a guess.")
+                   f"person's cluster; below a confidence of {wording.GUESS_BELOW:.2f} it is shown as a guess.")
         st.table([{noun(kind): n, "box": str(tuple(r.region.box)) if r.region and r.region.box
                    else "whole photo", "cluster": "none" if r.cluster is None else r.cluster,
                    "person": person_label(r.person, r.person_id) or "none",
