@@ -90,6 +90,31 @@ def test_openapi_document_and_offline_docs(served):
     assert client.get("/models").json()["fake"]
 
 
+@pytest.mark.browser
+def test_docs_page_renders_offline_in_a_browser(served):
+    """Swagger UI draws every operation in headless Chromium, and every request the page makes
+    goes to the server itself (nothing from a CDN)."""
+    import shutil
+
+    sync_api = pytest.importorskip("playwright.sync_api")
+    server, _client, _root = served
+    exe = os.environ.get("PEOPLEMAP_CHROMIUM") or shutil.which("chromium") or None
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, headless=True, env=env,
+                                    args=["--no-sandbox", "--disable-gpu", "--no-proxy-server"])
+        try:
+            page = browser.new_page()
+            hosts = set()
+            page.on("request", lambda r: hosts.add(r.url.split("/")[2]))
+            page.goto(server.url + "/docs")
+            page.wait_for_selector(".opblock", timeout=30_000)
+            assert page.locator(".opblock").count() >= 25
+            assert hosts == {f"127.0.0.1:{server.port}"}
+        finally:
+            browser.close()
+
+
 def test_json_is_the_cli_json(served):
     """GET /people, /library and POST /search answer what `people list --json`, `info --json`
     and `search --json` print: the same response types' one JSON form."""

@@ -1,6 +1,9 @@
 """Pictures in and out: uploaded query photos checked by content, face thumbnails and photos with
 their boxes drawn, rendered from the originals with the indexer's own decoder.
 
+A multipart upload is parsed in memory (the Guard has bounded the body), so a query photo is
+never written to disk, not even to a temporary file.
+
 An upload is judged by its bytes, never by its name or Content-Type: empty (400), more than the
 upload limit (413), not an image we read (415), more pixels than Settings.max_image_pixels,
 read from the header before any decoding (413), or corrupt (422). Thumbnails are kept in a small
@@ -36,6 +39,58 @@ class UploadRejected(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
+
+
+MAX_PARTS = 16
+
+
+def image_from_multipart(body: bytes, content_type: str) -> bytes:
+    """The bytes of the file field "image" of a multipart/form-data body, parsed in memory."""
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    _ctype, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    if not boundary:
+        raise UploadRejected(400, "the multipart body has no boundary in its Content-Type")
+    parts: list[dict] = []
+    header = [b"", b""]
+
+    def on_part_begin() -> None:
+        if len(parts) >= MAX_PARTS:
+            raise UploadRejected(400, f"the multipart body has more than {MAX_PARTS} parts; send "
+                                      "one file field \"image\"")
+        parts.append({"disposition": b"", "data": []})
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        header[0] += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        header[1] += data[start:end]
+
+    def on_header_end() -> None:
+        if header[0].strip().lower() == b"content-disposition":
+            parts[-1]["disposition"] = header[1]
+        header[0], header[1] = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        parts[-1]["data"].append(data[start:end])
+
+    parser = MultipartParser(boundary, {
+        "on_part_begin": on_part_begin, "on_header_field": on_header_field,
+        "on_header_value": on_header_value, "on_header_end": on_header_end,
+        "on_part_data": on_part_data})
+    try:
+        parser.write(body)
+        parser.finalize()
+    except FormParserError as e:
+        raise UploadRejected(400, f"the multipart body is malformed: {e}") from None
+    for part in parts:
+        _disp, opts = parse_options_header(part["disposition"])
+        if opts.get(b"name") == b"image" and b"filename" in opts:
+            return b"".join(part["data"])
+    raise UploadRejected(400, "send the photo as the multipart file field \"image\" "
+                              "(curl -F image=@photo.jpg)")
 
 
 def check_upload(data: bytes, settings: Settings, limit: int) -> None:

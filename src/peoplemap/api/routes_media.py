@@ -6,7 +6,6 @@ from typing import Annotated, Optional
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
-from starlette.datastructures import UploadFile
 
 from ..errors import ImageError
 from ..people import persons_of
@@ -14,8 +13,8 @@ from ..responses import jsonable
 from ..types import NOISE
 from .deps import Config, Lib, ModelParam, item_or_404
 from .errors import ApiError
-from .media import (MAX_PHOTO_SIZE, MAX_THUMB_SIZE, PHOTO_SIZE, THUMB_SIZE, check_upload, photo,
-                    thumbnail)
+from .media import (MAX_PHOTO_SIZE, MAX_THUMB_SIZE, PHOTO_SIZE, THUMB_SIZE, check_upload,
+                    image_from_multipart, photo, thumbnail)
 from .schemas import ItemInfo, QueryResultOut, errors
 
 router = APIRouter()
@@ -24,21 +23,14 @@ ItemIdPath = Annotated[int, Path(ge=0, le=2 ** 62)]
 JPEG = {"content": {"image/jpeg": {}}, "description": "A JPEG image."}
 
 
-async def upload_bytes(request: Request, limit: int) -> bytes:
-    """The photo of a search request: the multipart field "image", or the raw body. The Guard
-    has already bounded the body's size."""
-    ctype = request.headers.get("content-type", "").lower()
-    if ctype.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=4)
-        try:
-            part = form.get("image")
-            if not isinstance(part, UploadFile):
-                raise ApiError(400, "send the photo as the multipart file field \"image\" "
-                                    "(curl -F image=@photo.jpg)")
-            return await part.read(limit + 1)
-        finally:
-            await form.close()
-    return await request.body()
+async def upload_bytes(request: Request) -> bytes:
+    """The photo of a search request: the multipart file field "image", or the raw body. The
+    Guard has already bounded the body's size; nothing is written to disk."""
+    body = await request.body()
+    ctype = request.headers.get("content-type", "")
+    if ctype.lower().startswith("multipart/form-data"):
+        return await run_in_threadpool(image_from_multipart, body, ctype)
+    return body
 
 
 @router.post("/search", tags=["search"], responses={
@@ -53,7 +45,7 @@ async def search(request: Request, lib: Lib, config: Config,
     """Who is in this photo? Every face (or the whole image, for whole-image models) found in
     the uploaded photo, each with its k nearest items and the person it is assigned to: the JSON
     of `peoplemap search --json`. The photo is only compared, never stored."""
-    data = await upload_bytes(request, config.max_upload_bytes)
+    data = await upload_bytes(request)
 
     def work() -> list:
         check_upload(data, lib.settings, config.max_upload_bytes)
