@@ -23,7 +23,7 @@ from PIL import Image
 from pydantic import TypeAdapter
 
 from conftest import make_person_images, shared_set
-from test_api_helpers import Server, image_bytes, png_declaring, run_job, wait_job, wait_until
+from test_api_helpers import Server, png_declaring, run_job, wait_job, wait_until
 
 from peoplemap.api.jobs import Job
 from peoplemap.api.schemas import Different, Forgotten, ItemInfo, NotAFace, QueryResultOut
@@ -399,6 +399,27 @@ def test_job_refused_for_symlinks_leading_out_of_the_roots(jobs_server, tmp_path
     assert ended["status"] == "failed" and ended["error_status"] == 403
     assert "symlinks leading outside" in ended["error"]
     assert str(outside) not in json.dumps(client.get("/library").json()["models"])
+
+
+def test_stopping_the_server_cancels_its_jobs(tmp_path):
+    """Ctrl-C / SIGTERM: running jobs stop between batches (their batches kept), no worker is
+    left behind, and the library records why."""
+    from peoplemap import Library
+
+    make_person_images(tmp_path / "photos" / "B", n_people=12, per_person=10)
+    server = Server(tmp_path / "lib", roots=(tmp_path / "photos",), model="slowfake",
+                    env={"PEOPLEMAP_BATCH_SIZE": "8", "PEOPLEMAP_TEST_SLOW_S": "0.2"}).start()
+    with server.client() as client:
+        job = _started_and_progressing(client, "B")
+    server.stop()
+    assert server.proc.returncode == 0
+    wait_until(lambda: not os.path.exists(f"/proc/{job['pid']}") or
+               open(f"/proc/{job['pid']}/stat").read().split()[2] == "Z", 30, "the worker to end")
+    with Library.open(tmp_path / "lib") as lib:
+        run = lib.runs(limit=1)[0]
+        assert run.kind == "index" and run.status == "failed"
+        assert "server is stopping" in run.summary["error"]
+        assert 0 < lib.info().items < 120
 
 
 # -- the real face model -----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ batch, so a job can be cancelled or killed half-way.
 """
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Callable, Optional
 
 import httpx
-from PIL import Image
 
 from conftest import FakeEmbedder
 from peoplemap.embed.registry import register
@@ -169,12 +167,6 @@ def run_job(client: httpx.Client, kind: str, body: dict, deadline_s: float = 180
     job = wait_job(client, r.json()["id"], deadline_s)
     assert job["status"] == "done", job
     return job
-
-
-def image_bytes(fmt: str = "JPEG", size=(64, 80), colour=(120, 30, 200)) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", size, colour).save(buf, fmt)
-    return buf.getvalue()
 
 
 def png_declaring(width: int, height: int) -> bytes:

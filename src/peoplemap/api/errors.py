@@ -16,8 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from ..errors import (ImageError, InputError, LibraryBusyError, LibraryError, ModelError,
-                      PeoplemapError)
+from ..errors import LibraryBusyError, LibraryError, PeoplemapError
 from .guard import error_body
 from .jobs import JobConflict, JobNotFound
 from .media import UploadRejected
@@ -35,14 +34,9 @@ class ApiError(Exception):
 
 
 def status_of(e: PeoplemapError) -> int:
-    """The HTTP status of a library error."""
-    if isinstance(e, LibraryBusyError):
-        return 409
-    if isinstance(e, LibraryError):
-        return 409  # missing vectors, a model the library lacks: the library's state, not the request
-    if isinstance(e, (InputError, ImageError, ModelError)):
-        return 422
-    return 422
+    """The HTTP status of a library error: 409 for the library's state (busy, no vectors yet, no
+    vectors of that model), 422 for a value it refuses (InputError, ImageError, ModelError)."""
+    return 409 if isinstance(e, (LibraryBusyError, LibraryError)) else 422
 
 
 def json_error(status: int, message: str, **extra: object) -> Response:

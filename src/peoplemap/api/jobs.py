@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..responses import Response
 
@@ -169,7 +169,7 @@ class JobManager:
         with self._lock:
             procs = [(i, p) for i, p in self._procs.items() if p.poll() is None]
         for _i, p in procs:
-            _tell(p, "cancel")
+            _tell(p, "shutdown")
         deadline = time.monotonic() + wait_s
         for _i, p in procs:
             try:
@@ -203,12 +203,12 @@ class JobManager:
                              "finished; everything it committed is kept. Start the job again "
                              "to resume")
             job.finished_at = job.finished_at or time.time()
+            log.info("%s", job.describe())
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
         except OSError:
             pass
-        log.info("job %d ended: %s", job_id, self.get(job_id).status)
 
     def _apply(self, job_id: int, ev: dict) -> bool:
         """Apply one event to the job; True when it ended the job."""

@@ -6,9 +6,9 @@ run on the library and reports on stdout, one JSON object a line:
     {"event": "cancelled", "message": "..."}
     {"event": "error", "status": 409, "message": "..."}
 
-A line "cancel" on stdin (or stdin closing: the server is gone) asks the run to stop. The progress
-callback then raises JobCancelled: an index run stops between batches and keeps every committed
-one, so the next index of the folder resumes; a clustering stores nothing. The run holds the
+A line "cancel" (or "shutdown") on stdin, or stdin closing (the server is gone), asks the run to
+stop. The progress callback then raises JobCancelled: an index run stops between batches and
+keeps every committed one, so the next index of the folder resumes; a clustering stores nothing. The run holds the
 library's writer lock itself (Library.index / Library.cluster), like a CLI run would.
 """
 from __future__ import annotations
@@ -53,11 +53,17 @@ class Events:
                 self._cancel.set()
 
 
+REASONS = {"cancel": "by a client", "shutdown": "because the server is stopping"}
+stop_reason = ["because the server went away"]
+"""Why the job is asked to stop: the last line read from the server (stdin closing: gone)."""
+
+
 def watch_stdin(cancel: threading.Event) -> None:
-    """Set `cancel` on a "cancel" line or when stdin closes (the server ended)."""
+    """Set `cancel` on a "cancel" / "shutdown" line or when stdin closes (the server ended)."""
     try:
         for line in sys.stdin:
-            if line.strip() == "cancel":
+            if line.strip() in REASONS:
+                stop_reason[0] = REASONS[line.strip()]
                 break
     except (OSError, ValueError):
         pass
@@ -73,7 +79,7 @@ def progress_callback(kind: str, cancel: threading.Event,
 
     def cb(stage: str, done: int, total: Optional[int]) -> None:
         if cancel.is_set() and (kind != "index" or stage == "index"):
-            raise JobCancelled(f"{kind} job cancelled by a client"
+            raise JobCancelled(f"{kind} job cancelled {stop_reason[0]}"
                                + ("; every committed batch is kept, and indexing the folder again "
                                   "resumes" if kind == "index" else "; nothing was stored"))
         now = time.monotonic()
