@@ -97,8 +97,10 @@ class User:
                 out[ident] = (p.id, p.size)
         return {k: v[0] for k, v in out.items()}
 
-    def answer_suggestion(self) -> bool:
+    def answer_suggestion(self, max_distance: float = float("inf")) -> bool:
         for s in self.lib.merge_suggestions(limit=50):
+            if s.distance > max_distance:
+                break
             key = ("merge", min(s.person_id, s.other_id), max(s.person_id, s.other_id))
             if key in self.asked:
                 continue
@@ -132,8 +134,8 @@ class User:
             truths = [self.truth.of(i) for i in g.item_ids]
             yes = [i for i, t in zip(g.item_ids, truths) if t is not None and t == cand]
             no = [i for i in g.item_ids if i not in yes]
-            if yes:  # accept the right ones, untick the rest
-                self.actions += 1 + len(no)
+            if yes:  # accept with the wrong ones unticked, or "none" and tick the right ones
+                self.actions += 1 + min(len(no), len(yes))
                 self.lib.confirm_items(g.candidate_id, yes)
                 self.answers.append(("confirm", g.candidate_id, tuple(yes)))
                 if no:  # unticked: not this person (unsorted ones just stay unsorted)
@@ -149,7 +151,7 @@ class User:
                 return True
             ident = labeled.most_common(1)[0][0]
             mine = [i for i, t in zip(g.item_ids, truths) if t == ident]
-            self.actions += 1 + (len(g.item_ids) - len(mine))  # assign, untick the others
+            self.actions += 1 + min(len(g.item_ids) - len(mine), len(mine))  # assign the right ones
             target = self.person_by_identity().get(ident)
             if target is not None:
                 self.lib.confirm_items(target, mine)
@@ -195,13 +197,19 @@ def run(folder: Path, library: Optional[Path], max_actions: int) -> dict:
     f = user.record()
     start_f = f
     t_questions = time.perf_counter()
+    # peoplemap's queue: likely merges first (closer than the model's match distance), then the
+    # review groups, then the remaining suggestions
+    likely = lib.embedder(lib.vector_set().model).match_distance or float("inf")
     while user.actions < max_actions and f < 0.999:
         before = user.actions
-        if not user.answer_suggestion() and not user.answer_group():
+        if not (user.answer_suggestion(likely) or user.answer_group() or user.answer_suggestion()):
             break
         if user.actions == before:
             break
         f = user.record()
+        if os.environ.get("BENCH_REVIEW_TRACE"):
+            print(f"{user.actions:4d} {f:.4f} {user.answers[-1][0] if user.answers else ''} "
+                  f"{str(user.answers[-1][1:])[:80] if user.answers else ''}", file=sys.stderr)
     questions_s = time.perf_counter() - t_questions
     lib.cluster()  # a re-clustering after the answers must keep every one of them
     violations = user.violations()

@@ -456,7 +456,8 @@ def _assign_points(
     return out
 
 
-def assign(model: Clusterer, X_new: np.ndarray, X_ref: np.ndarray | None = None) -> list[Assignment]:
+def assign(model: Clusterer, X_new: np.ndarray, X_ref: np.ndarray | None = None, *,
+           max_distance: float | None = None) -> list[Assignment]:
     """Place new points into the clusters of a fitted model, like hdbscan's approximate_predict.
 
     Rule: among the ASSIGN_K nearest clustered reference points, a cluster c is a candidate when its
@@ -466,6 +467,8 @@ def assign(model: Clusterer, X_new: np.ndarray, X_ref: np.ndarray | None = None)
     Assignment(None, 0.0). X_ref (the original fitted X) is needed only when the model was saved
     without its reference points. Models fitted over a kNN graph of more than knn.EXACT_MAX points
     find neighbours through that graph's HNSW index (saved with the model), else exactly.
+    max_distance: a cluster is a candidate only when its nearest member is at most this far (the
+    model's match distance: a radius grown by a large, loose cluster must not take strangers in).
     """
     model._check_fitted()
     Q = model.transform(X_new).astype(np.float32)
@@ -488,7 +491,11 @@ def assign(model: Clusterer, X_new: np.ndarray, X_ref: np.ndarray | None = None)
         if model._nn_cache is None and len(ref_labels):
             model._nn_cache = _FlatNeighbours(model.reference_)
         nn = model._nn_cache
-    return [Assignment(c, conf) for c, conf in _assign_points(Q, ref_labels, model.radii_, nn)]
+    radii = model.radii_
+    if max_distance is not None and model.params_["preprocess"] == "l2-normalize":
+        # (a distance between unit vectors; in the seed profile's PCA space it means nothing)
+        radii = np.minimum(radii, float(max_distance) / ASSIGN_SLACK)
+    return [Assignment(c, conf) for c, conf in _assign_points(Q, ref_labels, radii, nn)]
 
 
 def save_model(model: Clusterer, path: str | os.PathLike, *, include_reference: bool = True) -> None:

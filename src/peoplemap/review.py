@@ -30,9 +30,13 @@ LINK_PAIRS = 3
 """The link score of two people is the mean distance of their LINK_PAIRS closest cross pairs."""
 CENTROID_CANDIDATES = 8
 """Per person, the people with the nearest centroids whose link score is computed."""
-GROUP_DISTANCE = 0.42
-"""Two unsorted faces closer than this (Euclidean, unit vectors) go in one review group: about
-dlib's documented same-person threshold (0.6 on raw descriptors of norm ~1.45)."""
+GROUP_DISTANCE = 0.40
+"""Unsorted faces closer than this (Euclidean, unit vectors) that are each among the other's
+GROUP_K nearest go in one review group (mutual neighbours: no chains through crowds of strangers).
+Models with a match distance use the largest of the two."""
+GROUP_K = 5
+GROUP_MAX = 40
+"""A group larger than this is split again at a stricter distance: a question must fit a screen."""
 CANDIDATE_K = 12
 """Neighbours looked up per face of a review group to find its candidate person."""
 FACES_SHOWN = 4
@@ -147,8 +151,11 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
     member_rows = np.asarray([k for k, i in enumerate(ids) if int(i) in owner], dtype=np.int64)
     groups: list[ReviewGroup] = []
     if len(loose):
-        comps = _components(X[loose], GROUP_DISTANCE)
+        match = lib.embedder(s.model).match_distance
+        comps = _groups(X[loose], max(GROUP_DISTANCE, match or 0.0))
         member_index = None
+        person_rows = {p.id: np.asarray([pos[i] for i in p.item_ids if i in pos], dtype=np.int64)
+                       for p in people}
         if len(member_rows):
             member_index = faiss.IndexFlatIP(X.shape[1])
             member_index.add(np.ascontiguousarray(X[member_rows]))
@@ -157,17 +164,32 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
             cand, dist = (None, None)
             if member_index is not None:
                 cand, dist = _candidate(member_index, X[loose[comp]], ids[member_rows], owner,
-                                        item_ids, rejected)
+                                        item_ids, rejected, X, person_rows)
             groups.append(ReviewGroup(item_ids, cand, names.get(cand) if cand else None, dist))
-        groups.sort(key=lambda g: (-len(g.item_ids), g.distance if g.distance is not None else 9.0))
+        # likeliest answers first: a group whose candidate is close is one "yes" for all its faces
+        groups.sort(key=lambda g: ((g.distance if g.distance is not None else 9.0) / len(g.item_ids) ** 0.25,
+                                   -len(g.item_ids)))
     if include_uncertain:
         groups.extend(_uncertain(lib, model, people, X, pos))
     return groups[:limit]
 
 
+def _groups(X: np.ndarray, threshold: float) -> list[list[int]]:
+    """Rows joined through mutual near neighbours closer than threshold, largest first; a group
+    over GROUP_MAX rows is split again at 90% of the threshold."""
+    groups = _components(X, threshold)
+    out: list[list[int]] = []
+    for g in groups:
+        if len(g) > GROUP_MAX and threshold > 0.05:
+            out.extend([g[i] for i in sub] for sub in _groups(X[g], 0.9 * threshold))
+        else:
+            out.append(g)
+    return sorted(out, key=len, reverse=True)
+
+
 def _components(X: np.ndarray, threshold: float) -> list[list[int]]:
-    """Connected components of the graph joining rows closer than threshold (through each row's
-    nearest neighbours), largest first."""
+    """Connected components of the graph joining rows that are mutual GROUP_K-nearest neighbours
+    and closer than threshold."""
     import faiss
 
     n = len(X)
@@ -182,12 +204,14 @@ def _components(X: np.ndarray, threshold: float) -> list[list[int]]:
     if n > 1:
         index = faiss.IndexFlatIP(X.shape[1])
         index.add(np.ascontiguousarray(X))
-        sims, nbrs = index.search(np.ascontiguousarray(X), min(n, 10))
+        sims, nbrs = index.search(np.ascontiguousarray(X), min(n, GROUP_K + 1))
         d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
+        near = [set(int(b) for b in row if b >= 0) for row in nbrs]
         for a in range(n):
             for b, dist in zip(nbrs[a], d[a]):
-                if b >= 0 and b != a and dist < threshold:
-                    ra, rb = find(a), find(int(b))
+                b = int(b)
+                if b >= 0 and b != a and dist < threshold and a in near[b]:
+                    ra, rb = find(a), find(b)
                     if ra != rb:
                         parent[ra] = rb
     comps: dict[int, list[int]] = {}
@@ -197,30 +221,28 @@ def _components(X: np.ndarray, threshold: float) -> list[list[int]]:
 
 
 def _candidate(index, Q: np.ndarray, member_ids: np.ndarray, owner: dict[int, int],
-               item_ids: list[int], rejected: set[tuple[int, int]]) -> tuple[Optional[int], Optional[float]]:
-    """The person whose faces are nearest the group's (median over the group of each face's
-    nearest distance to that person), leaving out people the user rejected these faces from."""
+               item_ids: list[int], rejected: set[tuple[int, int]], X: np.ndarray,
+               person_rows: dict[int, np.ndarray]) -> tuple[Optional[int], Optional[float]]:
+    """The person whose faces are nearest the group's: the people among the faces' nearest
+    neighbours are shortlisted, and for the three most frequent the median over the group of
+    each face's distance to that person's nearest face decides. People the user rejected any of
+    these faces from are left out."""
     k = min(CANDIDATE_K, index.ntotal)
-    sims, nbrs = index.search(np.ascontiguousarray(Q), k)
-    d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
-    best_per_face: dict[int, list[float]] = {}
-    for qi, (drow, nrow) in enumerate(zip(d, nbrs)):
-        seen: set[int] = set()
-        for dist, n in zip(drow, nrow):
-            if n < 0:
-                continue
-            p = owner[int(member_ids[n])]
-            if p in seen or (item_ids[qi], p) in rejected:
-                continue
-            seen.add(p)
-            best_per_face.setdefault(p, []).append(float(dist))
-    if not best_per_face:
+    _sims, nbrs = index.search(np.ascontiguousarray(Q), k)
+    banned = {p for i in item_ids for (j, p) in rejected if j == i} if rejected else set()
+    votes: dict[int, int] = {}
+    for row in nbrs:
+        for p in {owner[int(member_ids[n])] for n in row if n >= 0}:
+            if p not in banned:
+                votes[p] = votes.get(p, 0) + 1
+    if not votes:
         return None, None
-    n = len(Q)
-    # a person missing from a face's neighbours counts as far (2.0) for that face
-    score = {p: float(np.median(v + [2.0] * (n - len(v)))) for p, v in best_per_face.items()}
-    p = min(score, key=lambda q: (score[q], q))
-    return p, round(score[p], 4)
+    best: tuple[float, int] = (np.inf, -1)
+    for p in sorted(votes, key=lambda q: (-votes[q], q))[:3]:
+        P = X[person_rows[p]]
+        d = np.sqrt(np.maximum(2.0 - 2.0 * (Q @ P.T), 0.0)).min(axis=1)
+        best = min(best, (float(np.median(d)), p))
+    return best[1], round(best[0], 4)
 
 
 def _uncertain(lib: "Library", model: Optional[str], people, X: np.ndarray,

@@ -59,6 +59,9 @@ class Model(Detector, Embedder, Protocol):
     """True: `preprocess` runs in the indexing thread and `embed_preprocessed` in the model thread."""
     collection_whitening: bool
     """True: the library fits PCA whitening on this model's stored vectors after each index run."""
+    match_distance: float | None
+    """Largest distance (unit vectors) at which a new item or a query may join an existing person;
+    None: only the clustering's own radius rule applies (peoplemap.cluster.assign)."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
@@ -87,6 +90,7 @@ class ModelBase:
     parallel: Parallel = "threads"
     two_phase: bool = False
     collection_whitening: bool = False
+    match_distance: float | None = None
 
     def load(self) -> None:
         """Nothing to load up front."""

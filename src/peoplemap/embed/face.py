@@ -36,6 +36,14 @@ scanned at 2000x1500 (~0.2 s of HOG instead of ~0.8 s, and a faster decode), whe
 window still finds faces down to 4% of the photo's width; smaller photos are decoded at full size."""
 
 
+MATCH_DISTANCE = 0.32
+"""A new face (or a query) joins an existing person only when a member is this close (unit
+vectors; dlib's raw-descriptor threshold of 0.6 is ~0.41 here). Measured with
+benchmarks/bench_placement.py on celeba_wild_dev and lfw_devtest (people held out of the first
+index, then added): the clustering's radius rule alone put 67% of the faces of people not in the
+library with someone; at 0.32, under 1%, while 88% of known people's new faces join the right person."""
+
+
 def _recognition() -> Shared:
     path = model_path(RECOGNITION_MODEL)
     return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
@@ -50,6 +58,7 @@ class FaceEmbedder(base.ModelBase):
     parallel = "processes"
     """dlib holds the GIL and runs on one core: index runs spread images over worker processes."""
     decode_max_side: int | None = DECODE_MIN_SIDE
+    match_distance: float | None = MATCH_DISTANCE
 
     def __init__(self, settings: Settings | None = None, detector: str = "hog", upsample: Optional[int] = None,
                  min_face: int = 20, fallback_whole_image: bool = True, num_jitters: int = 0) -> None:
