@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conftest import make_person_images
-from test_api_helpers import Server, png_declaring, run_job
+from test_api_helpers import Server, png_declaring, run_job, wait_until
 
 from peoplemap.api.config import ServerConfig, is_loopback, load_or_create_token
 from peoplemap.errors import InputError
@@ -226,6 +226,27 @@ def test_every_answer_carries_protective_headers(guarded):
         assert r.headers["cache-control"] == "no-store"
         assert "default-src 'none'" in r.headers["content-security-policy"]
         assert "server" not in r.headers
+
+
+def test_uploads_held_in_memory_are_bounded(guarded):
+    """Bodies wait in memory until answered: 8 uploads' worth at most (here 8 x 2 MB), then 503;
+    the memory comes back when the clients go."""
+    server, client, root = guarded
+    head = (f"POST /search HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+            "Content-Type: image/jpeg\r\nContent-Length: 2100000\r\n\r\n").encode()
+    stalled = []
+    try:
+        for _ in range(8):  # each sends 2.05 MB of its 2.1 MB and waits
+            s = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            s.sendall(head + b"\xff" * 2_050_000)
+            stalled.append(s)
+        assert raw(server, head + b"\xff" * 2_100_000) == 503
+    finally:
+        for s in stalled:
+            s.close()
+    jpeg = next((root / "set1").rglob("*.jpg")).read_bytes()
+    assert wait_until(lambda: client.post("/search", files={"image": ("q.jpg", jpeg)})
+                      .status_code == 200, 30, "the held uploads to be released")
 
 
 def test_token_file_is_made_private_and_refused_when_readable(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import AsyncIterator, Optional
@@ -39,6 +40,12 @@ def swagger_assets() -> Optional[Path]:
     return static if (static / "swagger-ui-bundle.js").is_file() else None
 
 
+def search_slots() -> int:
+    """Searches decoding and embedding at once: about the cores (the work is CPU-bound), at most 8,
+    since a photo at the pixel limit decodes to ~300 MB (100 M pixels x 3 bytes)."""
+    return max(2, min(8, os.cpu_count() or 2))
+
+
 def worker_env() -> dict[str, str]:
     """The environment job workers run in: the server's, without its token."""
     env = dict(os.environ)
@@ -60,6 +67,7 @@ def create_app(lib: Library, config: ServerConfig, jobs: Optional[JobManager] = 
     app.state.lib = lib
     app.state.config = config
     app.state.jobs = jobs
+    app.state.search_slots = threading.BoundedSemaphore(search_slots())
     errors.install(app)
     app.include_router(routes_media.router)
     app.include_router(routes_people.router)

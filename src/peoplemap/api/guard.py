@@ -10,8 +10,8 @@ In order:
 3. Cross-site: a request a browser marks as coming from another site (Origin not this host,
    Sec-Fetch-Site: cross-site) is refused, so no web page can post to the API.
 4. Body: at most the upload limit (+ multipart framing) for uploads and 1 MB elsewhere, counted
-   as it arrives whatever Content-Length says; JSON routes take only application/json. A client
-   that disconnects mid-upload just ends its request.
+   as it arrives whatever Content-Length says, and 8 full-size uploads' worth held in all (503
+   past that); JSON routes take only application/json. A client that disconnects mid-upload just ends its request.
 Every answer gets no-store, nosniff and a restrictive Content-Security-Policy.
 """
 from __future__ import annotations
@@ -30,6 +30,9 @@ Send = Callable[[dict], Awaitable[None]]
 UPLOAD_PATHS = frozenset({"/search"})
 """Routes that take a photo as their body (multipart/form-data, or the raw image)."""
 UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream", "image/")
+BODIES_IN_MEMORY = 8
+"""Request bodies are held in memory until answered, at most this many full-size uploads' worth
+in all; past that a request gets 503 (retry later) rather than the server running out of memory."""
 TOKEN_PARAMS = frozenset({"token", "access_token", "api_key", "apikey", "key", "auth", "bearer",
                           "authorization", "jwt"})
 DOCS_PATHS = ("/docs", "/docs-assets/")
@@ -58,6 +61,8 @@ class Guard:
         self.app = app
         self.config = config
         self._token = config.token.encode() if config.token else None
+        self._buffered = 0  # bytes of request bodies held by all requests (one event loop: no lock)
+        self._budget = BODIES_IN_MEMORY * (config.max_upload_bytes + MULTIPART_SLACK)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -74,7 +79,14 @@ class Guard:
             await _drain(receive, JSON_BODY_LIMIT)
             await _answer(send, status, message, extra)
             return
-        body = await self._read_body(scope, receive, send)
+        held = [0]  # bytes of this request's body counted in self._buffered
+        try:
+            await self._serve(scope, receive, send, held)
+        finally:
+            self._buffered -= held[0]
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, held: list[int]) -> None:
+        body = await self._read_body(scope, receive, send, held)
         if body is None:
             return  # answered already, or the client went away
         sent = False
@@ -137,7 +149,8 @@ class Guard:
         return None
 
     # -- the body ----------------------------------------------------------------------------------
-    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> Optional[bytes]:
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send,
+                         held: list[int]) -> Optional[bytes]:
         """The whole body, within its route's limit; None when refused (answered) or the client
         disconnected."""
         path = scope.get("path", "")
@@ -188,6 +201,13 @@ class Guard:
                 await _drain(receive, DRAIN_LIMIT - total)
                 await _answer(send, 413, _too_large(upload, limit, self.config.max_upload_bytes))
                 return None
+            if self._buffered + len(chunk) > self._budget:
+                await _drain(receive, DRAIN_LIMIT - total)
+                await _answer(send, 503, "the server holds too many uploads right now; retry in a "
+                                         "moment")
+                return None
+            self._buffered += len(chunk)
+            held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

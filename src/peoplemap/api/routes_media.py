@@ -49,7 +49,8 @@ async def search(request: Request, lib: Lib, config: Config,
 
     def work() -> list:
         check_upload(data, lib.settings, config.max_upload_bytes)
-        return [r.to_json() for r in lib.search(data, k=k, model=model)]
+        with request.app.state.search_slots:  # bounds the decoded photos held at once
+            return [r.to_json() for r in lib.search(data, k=k, model=model)]
 
     return JSONResponse(await run_in_threadpool(work))
 
