@@ -421,4 +421,4 @@ def test_bad_engine_options_are_clear(tmp_path, photos):
         RayOptions(workers=0)
     r = CliRunner().invoke(main, ["index", str(photos), "--library", str(tmp_path / "l2"),
                                   "--ray-workers", "2"])
-    assert r.exit_code == 2 and "need --engine ray" in r.output
+    assert r.exit_code == 1 and "need --engine ray" in r.output  # every user error exits 1

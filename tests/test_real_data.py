@@ -27,7 +27,7 @@ def johns_lib(tmp_path_factory):
     r = CliRunner(env=env).invoke(main, ["index", str(shared_set("dlib_johns")), "--library", str(lib), "--model", "mobilenetv2",
                                          "--json"])
     assert r.exit_code == 0, r.output
-    return lib, json.loads(r.output), env
+    return lib, json.loads(r.stdout), env  # progress lines go to stderr
 
 
 def test_index_summary_counts_real_files(johns_lib):
@@ -47,7 +47,7 @@ def test_search_json_contract_on_real_images(johns_lib):
     queries = [str(sorted(p.iterdir())[0]) for p in people[:2]]
     r = CliRunner(env=env).invoke(main, ["search", *queries, "--library", str(lib), "-k", "5", "--json"])
     assert r.exit_code == 0, r.output
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert len(data) == 2
     with Library.open(lib) as L:
         labels = L.labels()

@@ -319,13 +319,13 @@ def test_group_photo_says_who_is_in_it(first_hour_app, page, tmp_path: Path) -> 
     assert "Belongs to" not in text and not re.search(r"\bcluster\b", text, re.I), text
 
     # The face that matches nobody: said once, and the matches below are not called a match.
-    main.get_by_text("Face 3", exact=True).click()
+    main.get_by_test_id("stRadioGroup").get_by_text("Face 3", exact=True).click()
     main.locator("h3", has_text="Matches for face 3").wait_for()
     _settled(page)
     expect(main.get_by_text(re.compile("matches nobody in the library"))).to_have_count(1)
     expect(main.get_by_text(re.compile(r"^Probably "))).to_have_count(0)  # no second verdict
     # The guess is labelled as a guess.
-    main.get_by_text("Face 2", exact=True).click()
+    main.get_by_test_id("stRadioGroup").get_by_text("Face 2", exact=True).click()
     main.locator("h3", has_text="Matches for face 2").wait_for()
     _settled(page)
     expect(main.get_by_text(re.compile(rf"^Probably Person {facts['someone']}: a guess"))).to_have_count(1)

@@ -109,7 +109,7 @@ def _verdict_text(r: "QueryResult", clustered: bool, kind: str) -> str:
     if r.confidence < wording.GUESS_BELOW:
         return (f"**Probably {name}**: a guess; this {noun(kind)} is only somewhat like "
                 f"{name}'s.")
-    return f"**{name}**"
+    return f"This is **{name}**."
 
 
 def _name(path: str) -> str:
