@@ -276,7 +276,10 @@ def models() -> None:
 @click.option("--address", default="localhost", show_default=True,
               help="Interface to listen on (localhost keeps the app private to this machine).")
 def ui(library: str, port: int, address: str) -> None:
-    """Start the web app (Index, Clusters, Search pages) on http://localhost:PORT.
+    """Start the web app (Index, Clusters, People, Search pages) on http://localhost:PORT.
+
+    Ctrl-C, SIGTERM, closing the terminal or the end of the process that started this command
+    stop the app server too (under `nohup` it keeps serving after the terminal closes).
 
     \b
     Example:

@@ -74,7 +74,7 @@ def groups_cmd(library: str, model: Optional[str], limit: int, as_json: bool) ->
     if not found:
         click.echo("Nothing to review.")
     for g in found:
-        who = g.candidate_name or (f"person {g.candidate_id}" if g.candidate_id else "nobody yet")
+        who = g.candidate_name or (f"Person {g.candidate_id}" if g.candidate_id else "nobody yet")
         n = len(g.item_ids)
         click.echo(f"{n} {g.kind} face{'s' if n != 1 else ''}, {'are these' if n > 1 else 'is this'} "
                    f"{who}? faces {' '.join(map(str, g.item_ids))}")

@@ -206,7 +206,7 @@ def page() -> None:
         common.cluster_controls(lib, model, key="clusters")
 
     st.subheader("Map")
-    _map(lib, model, c.id, generation, n_items, kind)
+    _map(lib, model, c.id, generation, lib.vector_set(model).n_items, kind)  # the map samples them all
 
     if n_clusters:
         start, stop = common.pager("Clusters page", n_clusters, CLUSTERS_PER_PAGE,
