@@ -1,7 +1,7 @@
 """Models declare what they can do (no attribute probing), and the one per-file work function gives
 the same boxes (in original-image coordinates) and the same reasons whichever path runs it: called
 directly, in the thread path (decode + detect in a pool, embedding in batches in the model thread),
-in a worker process, or through a whole index run."""
+in a worker process, in a Ray actor (called in this process), or through a whole index run."""
 from __future__ import annotations
 
 import inspect
@@ -182,9 +182,11 @@ def _files(folder: Path) -> list[Job]:
 
 
 def _summary(results: list[FileResult]) -> list[tuple]:
-    return [(Path(r.job.entry.path).name, r.reason, r.sha256, r.width, r.height,
-             [(g.box, round(g.score, 6)) for g in r.regions],
-             None if r.vectors is None else r.vectors.shape) for r in results]
+    """What the writer takes from each result: the reason of an unusable file, or the image's
+    hash, size, regions and vector shape."""
+    return [(Path(r.job.entry.path).name, r.reason) + (() if r.reason else (
+        r.sha256, r.width, r.height, [(g.box, round(g.score, 6)) for g in r.regions],
+        None if r.vectors is None else r.vectors.shape)) for r in results]
 
 
 def _thread_path(model: Model, jobs: list[Job], settings: Settings) -> list[FileResult]:
@@ -202,6 +204,17 @@ def _process_path(name: str, jobs: list[Job], settings: Settings) -> list[FileRe
         return [pool.submit(_process_work, job, settings).result() for job in jobs]
 
 
+def _ray_actor_path(name: str, jobs: list[Job], settings: Settings) -> list[FileResult]:
+    """What a Ray run's actor makes of the files, as the driver reads it back (no cluster needed)."""
+    pytest.importorskip("pyarrow")
+    from peoplemap.engine_ray import EmbedBatch, _decode_rows
+
+    actor = EmbedBatch(name, settings, __name__)
+    table = actor({"i": np.arange(len(jobs)), "path": np.array(
+        [j.entry.path.encode() for j in jobs], dtype=object)})
+    return [res for _i, res, _secs in _decode_rows(table, jobs, actor._e.dim)]
+
+
 def test_work_file_gives_the_same_results_on_every_path(tmp_path: Path, settings: Settings) -> None:
     jobs = _files(tmp_path / "photos")
     settings = replace(settings, workers=2)
@@ -211,15 +224,17 @@ def test_work_file_gives_the_same_results_on_every_path(tmp_path: Path, settings
     good, corrupt, narrow, red = _summary(direct)
     assert good[1] is None and good[3:5] == (640, 480) and good[5] == expected_boxes
     assert good[6] == (4, 48)
-    assert corrupt[1].startswith("truncated or corrupt") and corrupt[5] == []
-    assert narrow[1] == NARROW_REASON and narrow[5] == []
-    assert red[1] == RED_REASON and red[5] == [] and red[6] is None
+    assert corrupt[1].startswith("truncated or corrupt")
+    assert narrow[1] == NARROW_REASON and red[1] == RED_REASON
+    assert [(r.regions, r.vectors, r.crops) for r in direct[1:]] == [([], None, None)] * 3
 
     threaded = _thread_path(model, jobs, settings)
     in_process = _process_path("pm-strips", jobs, settings)
+    on_ray = _ray_actor_path("pm-strips", jobs, settings)
     assert _summary(threaded) == _summary(direct)
     assert _summary(in_process) == _summary(direct)
-    for results in (threaded, in_process):
+    assert _summary(on_ray) == _summary(direct)
+    for results in (threaded, in_process, on_ray):
         assert results[0].crops is None  # no pixels kept once embedded
         np.testing.assert_allclose(results[0].vectors, direct[0].vectors, atol=1e-6)
 
@@ -233,6 +248,8 @@ def test_wrong_vectors_end_the_run_on_every_path(tmp_path: Path, settings: Setti
         _thread_path(model, jobs, settings)
     with pytest.raises(ModelError, match=r"pm-strips-broken returned \(4, 49\)"):
         _process_path("pm-strips-broken", jobs, settings)
+    with pytest.raises(ModelError, match=r"pm-strips-broken returned \(4, 49\)"):
+        _ray_actor_path("pm-strips-broken", jobs, settings)
 
 
 def test_index_run_records_model_failures_and_goes_on(tmp_path: Path, library) -> None:
