@@ -165,6 +165,7 @@ def test_progress_lines_have_count_rate_and_time_left() -> None:
 SLOW_MODEL = """import sys, time
 sys.path.insert(0, {tests!r})
 from conftest import FakeEmbedder
+from peoplemap.embed.registry import register
 
 @register("slowfake", "test-only: the fake model at 20 photos a second")
 class Slow(FakeEmbedder):
@@ -236,6 +237,14 @@ def test_every_user_error_is_error_exit_1(args: list[str]) -> None:
     r = _run(*args)
     assert r.exit_code == 1, r.output
     assert "Error: " in r.output and "Traceback" not in r.output
+
+
+def test_a_path_that_cannot_be_written_is_error_exit_1(grouped: Path, tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("x")
+    r = _run("export", "--library", str(grouped), "--format", "csv", "--out",
+             str(tmp_path / "a-file" / "x.csv"))
+    assert r.exit_code == 1 and r.output.startswith("Error: Not a directory"), r.output
+    assert "Traceback" not in r.output
 
 
 # -- 7: no orphan server -------------------------------------------------------------------------

@@ -50,6 +50,10 @@ class PeoplemapGroup(click.Group):
         except PeoplemapError as e:
             click.echo(f"Error: {e}", err=True)
             sys.exit(1)
+        except OSError as e:  # a path the user gave that cannot be read or written
+            where = f": {e.filename}" if e.filename else ""
+            click.echo(f"Error: {e.strerror or e}{where}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted; work committed so far is kept. Run the command again to "
                        "continue.", err=True)
