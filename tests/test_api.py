@@ -123,14 +123,14 @@ def test_json_is_the_cli_json(served):
     run = CliRunner().invoke
     r = run(main, ["people", "list", "--library", lib, "--json"])
     assert r.exit_code == 0, r.output
-    assert client.get("/people").json() == json.loads(r.output)
+    assert client.get("/people").json() == json.loads(r.stdout)
     r = run(main, ["info", "--library", lib, "--json"])
     assert r.exit_code == 0, r.output
-    assert shape(client.get("/library").json(), LibraryInfo) == json.loads(r.output)
+    assert shape(client.get("/library").json(), LibraryInfo) == json.loads(r.stdout)
     query = root / "set1" / "person2" / "img1.png"
     r = run(main, ["search", str(query), "--library", lib, "-k", "4", "--json"])
     assert r.exit_code == 0, r.output
-    cli = json.loads(r.output)
+    cli = json.loads(r.stdout)
     api = client.post("/search?k=4", files={"image": ("q.png", query.read_bytes())}).json()
     assert [{**d, "query": "-"} for d in api] == [{**d, "query": "-"} for d in cli]
 
