@@ -309,6 +309,7 @@ def test_group_photo_says_who_is_in_it(first_hour_app, page, tmp_path: Path) -> 
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(facts["query"]))
     summary = main.locator('[data-testid="stMarkdownContainer"]', has_text="Face 1:").first
     _wait_for(page, summary)
+    main.locator("h3", has_text="Matches for face 1").wait_for()  # the run has drawn it all
     _settled(page)
     expect(main.get_by_text(re.compile(r"Who is in this photo \(3 faces\)"))).to_have_count(1)
     lines = summary.inner_text().splitlines()
