@@ -199,6 +199,39 @@ def test_progress_off_a_terminal_is_printed_every_few_seconds(tmp_path: Path) ->
     assert "Indexed" in r.stdout and "80 photos added" in r.stdout
 
 
+def test_progress_in_a_terminal_is_a_bar_with_rate_and_time_left(tmp_path: Path) -> None:
+    import fcntl
+    import struct
+    import termios
+
+    make_person_images(tmp_path / "photos", n_people=4, per_person=10)
+    script = tmp_path / "peoplemap_slow.py"
+    script.write_text(SLOW_MODEL.format(tests=str(TESTS)))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(script), "index", str(tmp_path / "photos"),
+                             "--library", str(tmp_path / "lib"), "--model", "slowfake"],
+                            stdout=slave, stderr=slave, env={**os.environ, "PEOPLEMAP_BATCH_SIZE": "4"})
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the other end closed
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(master)
+    assert proc.wait(timeout=120) == 0, out.decode(errors="replace")
+    frames = out.decode(errors="replace").split("\r")
+    bars = [f for f in frames if f.startswith("Indexing:")]
+    assert len(bars) >= 4, frames  # it moves as files are done, from the start
+    assert re.search(r"\| \d+/40 \[\d\d:\d\d<\d\d:\d\d, +[\d.]+ files/s\]", bars[len(bars) // 2]), bars
+
+
 # -- 6: errors and exit codes ----------------------------------------------------------------------
 def test_a_bad_folder_creates_nothing(tmp_path: Path) -> None:
     lib = tmp_path / "lib"

@@ -150,7 +150,7 @@ def progress_bar(desc: str = "") -> Iterator[ProgressCallback]:
         if bar is None:
             bar = bars[stage] = tqdm(total=total, desc=f"{desc} {label}".strip(), unit=f" {unit}",
                                      file=sys.stderr, leave=False, mininterval=0.2, smoothing=0.1,
-                                     initial=done)
+                                     initial=done, disable=False)  # a terminal: checked above
         if total is not None and bar.total != total:
             bar.total = total
             bar.refresh()
