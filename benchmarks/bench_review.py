@@ -199,7 +199,7 @@ def run(folder: Path, library: Optional[Path], max_actions: int) -> dict:
     t_questions = time.perf_counter()
     # peoplemap's queue: likely merges first (closer than the model's match distance), then the
     # review groups, then the remaining suggestions
-    likely = lib.embedder(lib.vector_set().model).match_distance or float("inf")
+    likely = lib.match_distance() or float("inf")
     while user.actions < max_actions and f < 0.999:
         before = user.actions
         if not (user.answer_suggestion(likely) or user.answer_group() or user.answer_suggestion()):

@@ -120,3 +120,27 @@ def test_not_a_face_goes_for_good(library, photos):
     assert len(again) == 35
     refused = {(it.path, it.box) for it in right[:5]}
     assert not refused & {(it.path, it.box) for it in again}
+
+
+def test_a_missed_face_drawn_by_the_user_becomes_an_item(library, photos):
+    import pytest
+
+    from peoplemap.errors import InputError
+
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    ada = library.people("fake")[0]
+    library.name_person(ada.id, "Ada", "fake")
+    path = str(photos / "person0" / "img0.jpg")
+    item = library.add_face(path, (8, 10, 30, 40), person="Ada", model="fake")
+    assert item.box == (8, 10, 30, 40) and item.path == path
+    ids, X = library.vectors("fake", ids=[item.id])
+    assert list(ids) == [item.id] and np.isclose(np.linalg.norm(X[0]), 1.0)
+    library.cluster(model="fake")
+    assert item.id in library.person("Ada", "fake").item_ids  # confirmed: kept through re-clustering
+    idx = library.index_for("fake")
+    assert item.id in set(idx.ids().tolist())
+    with pytest.raises(InputError, match="outside"):
+        library.add_face(path, (500, 500, 20, 20), model="fake")
+    with pytest.raises(InputError, match="no indexed photo"):
+        library.add_face("/nowhere.jpg", (0, 0, 10, 10), model="fake")

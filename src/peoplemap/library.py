@@ -134,6 +134,16 @@ class Library:
                 self._embedders[model] = e
             return e
 
+    def match_distance(self, model: str | None = None) -> float | None:
+        """The set's model's match distance (peoplemap.embed.base.Model.match_distance); None
+        when the model declares none or is not installed here (vectors from elsewhere)."""
+        from .errors import ModelError
+
+        try:
+            return self.embedder(self.vector_set(model).model).match_distance
+        except ModelError:
+            return None
+
     def vector_sets(self) -> list[VectorSetInfo]:
         return self.store.sets.all()
 
@@ -401,6 +411,41 @@ class Library:
         from .review import review_groups
 
         return review_groups(self, model, limit=limit)
+
+    def add_face(self, image: str | int, box: tuple[int, int, int, int], *, person: str | int | None = None,
+                 model: str | None = None) -> Item:
+        """A face the detector missed: `box` (x, y, w, h in the photo's oriented pixels) of an
+        indexed photo (its path or image id) becomes an item with a vector like any other. With
+        `person` it is confirmed as that person; otherwise it is placed like a new item."""
+        from .errors import InputError
+        from .ingest import read_image
+        from .store import FoundItem
+
+        s = self.vector_set(model)
+        found = self.store.images.find(image if isinstance(image, int) else
+                                       str(Path(os.path.expanduser(str(image))).absolute()))
+        if found is None:
+            raise InputError(f"no indexed photo {image!r} in this library")
+        image_id, path, _sha = found
+        if len(box) != 4 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in box):
+            raise InputError(f"a box is four numbers x, y, width, height; got {box!r}")
+        x, y, w, h = (int(round(v)) for v in box)
+        try:
+            _digest, img = read_image(path, settings=self.settings)
+        except Exception as e:
+            raise InputError(f"cannot read {path!r} to add a face: {e}") from None
+        H, W = img.pixels.shape[:2]
+        x0, y0, x1, y1 = max(0, x), max(0, y), min(W, x + w), min(H, y + h)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            raise InputError(f"the box {box!r} lies outside the {W}x{H} photo or is under 8 pixels")
+        vector = self.embedder(s.model).embed([img.pixels[y0:y1, x0:x1]])[0]
+        item_id = self.store.images.add_item(image_id, s.id,
+                                             FoundItem((x0, y0, x1 - x0, y1 - y0), 1.0, vector))
+        if person is not None:
+            self.confirm_items(person, [item_id], s.model)
+        elif self.clustering(s.model) is not None:
+            self.assign_new(s.model)
+        return self.items(s.model, ids=[item_id])[0]
 
     def set_cover(self, ref: str | int, item_id: int | None, model: str | None = None):
         """Show a person by one of its faces (None: peoplemap picks the best face)."""

@@ -151,7 +151,7 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
     member_rows = np.asarray([k for k, i in enumerate(ids) if int(i) in owner], dtype=np.int64)
     groups: list[ReviewGroup] = []
     if len(loose):
-        match = lib.embedder(s.model).match_distance
+        match = lib.match_distance(s.model)
         comps = _groups(X[loose], max(GROUP_DISTANCE, match or 0.0))
         member_index = None
         person_rows = {p.id: np.asarray([pos[i] for i in p.item_ids if i in pos], dtype=np.int64)

@@ -172,7 +172,7 @@ def assign_points(lib: "Library", model: str, Q: np.ndarray) -> list[Assignment]
         return [Assignment(None, 0.0) for _ in range(len(Q))]
     est, label_map = cm
     out = []
-    for a in assign(est, Q, max_distance=lib.embedder(model).match_distance):
+    for a in assign(est, Q, max_distance=lib.match_distance(model)):
         if a.cluster is None or a.cluster == NOISE or int(a.cluster) not in label_map:
             out.append(Assignment(None, 0.0))
         else:

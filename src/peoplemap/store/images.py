@@ -8,7 +8,7 @@ from typing import Optional
 
 from ..ingest import Skipped
 from .db import Database, in_chunks, marks
-from .records import BatchCounts, ImageRecord, SkipRecord
+from .records import BatchCounts, FoundItem, ImageRecord, SkipRecord
 from .vectors import vector_to_blob
 
 
@@ -66,6 +66,31 @@ class ImagesRepo:
 
     def count(self) -> int:
         return int(self.db.one("SELECT COUNT(*) FROM images")[0])
+
+    def find(self, ref: "int | str") -> Optional[tuple[int, str, str]]:
+        """(image id, path, sha256) of an image by id or by path, or None."""
+        if isinstance(ref, int):
+            row = self.db.one("SELECT id, path, sha256 FROM images WHERE id = ?", (ref,))
+        else:
+            row = self.db.one("SELECT id, path, sha256 FROM images WHERE path = ?", (str(ref),))
+        return None if row is None else (int(row[0]), row[1], row[2])
+
+    def add_item(self, image_id: int, set_id: int, item: FoundItem) -> int:
+        """One more item in an image the set has processed (a face the detector missed, drawn by
+        the user); returns its id. The user said it is a face: a not-a-face record of the same box
+        is dropped."""
+        with self.db.write() as c:
+            x, y, w, h = item.box if item.box is not None else (None, None, None, None)
+            c.execute("DELETE FROM not_faces WHERE sha256 = (SELECT sha256 FROM images WHERE id = ?) "
+                      "AND x = ? AND y = ? AND w = ? AND h = ?", (image_id, x, y, w, h))
+            item_id = int(c.execute(
+                "INSERT INTO items(image_id, set_id, x, y, w, h, score) VALUES (?,?,?,?,?,?,?)",
+                (image_id, set_id, x, y, w, h, float(item.score))).lastrowid)
+            c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)", (item_id, vector_to_blob(item.vector)))
+            c.execute("INSERT INTO processed(image_id, set_id, n_items) VALUES (?, ?, 1) "
+                      "ON CONFLICT(image_id, set_id) DO UPDATE SET n_items = n_items + 1", (image_id, set_id))
+            c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (set_id,))
+        return item_id
 
     # -- writing -----------------------------------------------------------------------------
     def write_batch(self, set_id: int, records: list[ImageRecord], skips: list[SkipRecord]) -> BatchCounts:
