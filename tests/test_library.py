@@ -355,3 +355,13 @@ def test_face_worker_processes_match_one_process(tmp_path, settings, caplog):
     assert got[1][1] == got[3][1]
     np.testing.assert_allclose(got[1][2], got[3][2], atol=1e-5)
     assert any("all 3 worker processes ready" in r.getMessage() for r in caplog.records)
+
+
+def test_progress_is_reported_per_file(library, photos):
+    """Every file reports as its work comes back, not once per committed batch (batch_size 8)."""
+    seen = []
+    library.index(photos, model="fake", progress=lambda stage, done, total: seen.append((stage, done, total))
+                  if stage == "index" else None)
+    counts = [d for _s, d, _t in seen]
+    assert set(range(1, 21)) <= set(counts) and counts[-1] == 20
+    assert all(t == 20 for _s, _d, t in seen)

@@ -280,7 +280,6 @@ def write_results(lib: "Library", set_id: int, model: Model, results: Iterable[F
             stages["embed_wait"] += time.perf_counter() - t
         commit_batch(lib, set_id, model, flight.batch, summary, stages)
         done += len(flight.batch)
-        progress("index", done, total)
 
     def send() -> None:
         """Hand the gathered batch to the model thread, then commit the previous one meanwhile."""
@@ -296,7 +295,10 @@ def write_results(lib: "Library", set_id: int, model: Model, results: Iterable[F
             land(flight)
             in_flight = None
 
+    seen = 0
     for result in results:
+        seen += 1
+        progress("index", seen, total)  # per file as its work comes back; commits follow in batches
         pending = plan_file(lib, set_id, result)
         batch.append(pending)
         if pending.result.reason is None:
@@ -307,6 +309,7 @@ def write_results(lib: "Library", set_id: int, model: Model, results: Iterable[F
         send()
     if in_flight is not None:
         land(in_flight)
+    progress("index", done, total)
 
 
 def commit_batch(lib: "Library", set_id: int, model: Model, batch: list[_Pending],
