@@ -68,7 +68,7 @@ def test_default_profile_finds_blobs():
 
 
 def test_profiles_documented_and_overridable():
-    assert set(PROFILES) == {"seed", "default"}
+    assert set(PROFILES) == {"seed", "default", "chinese-whispers"}
     X, _, _ = blobs(3, 10, 16, spread=0.3, seed=2)
     model = Clusterer("default", min_cluster_size=4, cluster_selection_method="leaf").fit(X)
     assert model.params_["min_cluster_size"] == 4
@@ -244,3 +244,21 @@ def test_assign_dimension_mismatch():
         assign(model, np.ones((1, 9), dtype=np.float32))
     with pytest.raises(InputError, match="not fitted"):
         assign(Clusterer(), X)
+
+
+def test_chinese_whispers_profile_matches_dlib_all_pairs():
+    """The kNN-graph chinese whispers equals dlib's all-pairs chinese_whispers_clustering."""
+    dlib = pytest.importorskip("dlib")
+    X, truth, _ = blobs(6, 10, 32, spread=0.3, seed=3)
+    Z = X / np.linalg.norm(X, axis=1, keepdims=True)
+    model = Clusterer("chinese-whispers", threshold=0.6).fit(X)
+    ref = np.asarray(dlib.chinese_whispers_clustering([dlib.vector(v.tolist()) for v in Z], 0.6))
+    from sklearn.metrics import adjusted_rand_score
+
+    single = np.flatnonzero(np.bincount(ref)[ref] == 1)
+    assert set(np.flatnonzero(model.labels_ == NOISE)) == set(single)
+    kept = model.labels_ != NOISE
+    assert adjusted_rand_score(ref[kept], model.labels_[kept]) == 1.0
+    assert ((model.probabilities_ > 0) == kept).all()
+    with pytest.raises(InputError, match="threshold"):
+        Clusterer("chinese-whispers", threshold=0).fit(X)

@@ -43,8 +43,21 @@ face on any shared set; it finds a blurred 55 px background face in bbt2 (score 
 -0.3 adds the first false ones. The CNN detector keeps its threshold of 0."""
 MAX_UPSAMPLE = 2
 UPSAMPLE_BUDGET = {"hog": 6_000_000, "cnn": 1_500_000}
-"""Pixels scanned at most when choosing the upsampling. Measured CPU time per megapixel scanned (dlib
-20.0.1 wheel, one core): HOG ~65 ms, CNN ~3.7 s; so ~0.4 s (HOG) or ~6 s (CNN) per image at most."""
+"""The CNN detector's automatic upsampling (dlib doublings): the most whose scanned area stays within
+this many pixels. Measured CPU time per megapixel scanned (dlib 20.0.1 wheel, one core): CNN ~3.7 s."""
+SCAN_PIXELS = 1_000_000
+MAX_SCAN_SCALE = 2.0
+"""HOG's automatic scan size: an image smaller than SCAN_PIXELS is enlarged by
+min(MAX_SCAN_SCALE, sqrt(SCAN_PIXELS / its pixels)) and scanned once, on its luminance. The 80 px HOG
+window then finds faces from 80/scale px: 40 px in photos up to 500x500, 4-8% of the width in larger
+ones. Measured on celeba_wild_dev (benchmarks/bench_faces.py): the former rule (the most doublings
+within 6 MP, 16x the pixels of a 500 px photo) spent 2.9x the HOG time for faces under that size,
+mostly background faces and junk; grey instead of RGB saves another ~20% (dlib's detector was trained
+on grey images)."""
+CNN_FALLBACK_PIXELS = 100_000
+"""A photo in which HOG finds no face is scanned by the MMOD CNN detector, shrunk to at most this
+many pixels (~0.4 s on one core): it finds the turned and tilted faces HOG misses (celeba_wild_dev:
+most of the 44 photos without a face), large enough to be the photo's subject."""
 
 CROP_MAX_SIDE = 400
 CROP_ASPECT = (0.6, 1.6)
@@ -120,12 +133,31 @@ def _shape() -> Shared:
     return shared_model(str(path), lambda: import_dlib().shape_predictor(str(path)))
 
 
+def scan_scale(height: int, width: int) -> float:
+    """How much HOG enlarges an image before its one scan (see SCAN_PIXELS): 1.0 for images of at
+    least SCAN_PIXELS, else up to MAX_SCAN_SCALE so that about SCAN_PIXELS are scanned."""
+    n = height * width
+    return 1.0 if n >= SCAN_PIXELS else min(MAX_SCAN_SCALE, (SCAN_PIXELS / n) ** 0.5)
+
+
+def resized(img: np.ndarray, scale: float, grey: bool = False) -> np.ndarray:
+    """`img` scaled by `scale` (bilinear), optionally as luminance (h, w) uint8; C-contiguous."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    pil = Image.fromarray(img)
+    if grey:
+        pil = pil.convert("L")
+    if size != (w, h):
+        pil = pil.resize(size, Image.BILINEAR)
+    return np.ascontiguousarray(np.asarray(pil))
+
+
 def auto_upsample(height: int, width: int, detector: str = "hog") -> int:
-    """Upsampling for an image: the most doublings (at most 2) whose scanned area stays within the
-    detector's pixel budget. Both dlib detectors scan with an ~80 px window, so each doubling halves
-    the smallest findable face (80 -> 40 -> 20 px of the image passed), and
-    small photos, where people's faces are small too, are searched finely and big ones cost no more
-    than the budget."""
+    """dlib doublings for an image: the most (at most 2) whose scanned area stays within the
+    detector's pixel budget (UPSAMPLE_BUDGET). The CNN detector's automatic choice; HOG scans once at
+    `scan_scale` instead."""
     budget = UPSAMPLE_BUDGET[detector]
     up = 0
     while up < MAX_UPSAMPLE and height * width * 4 ** (up + 1) <= budget:
@@ -177,14 +209,17 @@ class FaceDetector:
     """Find faces and return them as regions whose crop is the aligned 150x150 chip.
 
     detector: "hog" (dlib frontal HOG, fast) or "cnn" (dlib MMOD CNN, more robust, ~70x slower on CPU).
-    upsample: doublings of the image before scanning; None chooses by size (`auto_upsample`).
+    upsample: dlib doublings of the image before scanning; None chooses by size (HOG: one scan of the
+    luminance at `scan_scale`; CNN: `auto_upsample`).
     min_face: faces narrower than this many pixels of the image passed are dropped.
+    fallback_cnn: (HOG) an image with no HOG face is scanned by the CNN detector, shrunk to at most
+    CNN_FALLBACK_PIXELS; its regions then carry the CNN's confidence as score.
     fallback_whole_image: for face-crop-like images with no detection, fit the landmarks on the whole
     image (score 0.0). Such images are always scanned padded first, then bare.
     """
 
     def __init__(self, detector: str = "hog", upsample: Optional[int] = None, min_face: int = 20,
-                 fallback_whole_image: bool = True) -> None:
+                 fallback_whole_image: bool = True, fallback_cnn: bool = True) -> None:
         if detector not in DETECTORS:
             raise InputError(f"Unknown face detector: {detector!r}. Must be one of {list(DETECTORS)}")
         if upsample is not None and (isinstance(upsample, bool) or not isinstance(upsample, int)
@@ -196,18 +231,23 @@ class FaceDetector:
         self.upsample = upsample
         self.min_face = min_face
         self.fallback_whole_image = bool(fallback_whole_image)
+        self.fallback_cnn = bool(fallback_cnn) and detector == "hog"
 
     def describe(self) -> dict[str, Any]:
         return {
             "detector": "dlib frontal HOG" if self.detector == "hog" else f"dlib MMOD CNN ({CNN_MODEL})",
-            "upsample": self.upsample if self.upsample is not None else
-            f"auto: most doublings (<= {MAX_UPSAMPLE}) keeping h*w*4^n <= {UPSAMPLE_BUDGET[self.detector]} px",
+            "upsample": self.upsample if self.upsample is not None else (
+                f"auto: one scan of the luminance enlarged by min({MAX_SCAN_SCALE}, sqrt({SCAN_PIXELS} / h*w))"
+                if self.detector == "hog" else
+                f"auto: most doublings (<= {MAX_UPSAMPLE}) keeping h*w*4^n <= {UPSAMPLE_BUDGET[self.detector]} px"),
+            "cnn_fallback": (f"no HOG face: MMOD CNN ({CNN_MODEL}) on the image shrunk to <= {CNN_FALLBACK_PIXELS} px"
+                             if self.fallback_cnn else "off"),
             "threshold": HOG_THRESHOLD if self.detector == "hog" else 0.0,
             "min_face_px": self.min_face,
             "landmarks": SHAPE_MODEL,
             "alignment": f"5-point, dlib.get_face_chip size {CHIP_SIZE} padding {CHIP_PADDING}",
             "face_crops": (f"images <= {CROP_MAX_SIDE} px with aspect {CROP_ASPECT[0]}-{CROP_ASPECT[1]} are "
-                           f"scanned padded by {RETRY_PAD} with edge pixels (upsample 1) first, then bare"),
+                           f"scanned padded by {RETRY_PAD} with edge pixels first, then bare"),
             "fallback": (f"such an image with no face: landmarks on the whole image (score 0) if grey std >= "
                          f"{MIN_GREY_STD}, the landmark geometry is a face's and the chip's HOG face score >= "
                          f"{FALLBACK_MIN_SCORE}") if self.fallback_whole_image else "off",
@@ -216,6 +256,8 @@ class FaceDetector:
     def load(self) -> None:
         """Load this detector's dlib models now instead of on the first image."""
         (_hog if self.detector == "hog" else _cnn)()
+        if self.fallback_cnn:
+            _cnn()
         _shape()
 
     # -- detection -----------------------------------------------------------------------------
@@ -230,29 +272,56 @@ class FaceDetector:
             # 0.961 bare-first). One doubling makes an 80 px window find faces from 40 px.
             pad = int(round(RETRY_PAD * max(h, w)))
             padded = np.ascontiguousarray(np.pad(img, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
-            regions = self._detect_in(padded, 1 if self.upsample is None else self.upsample, pad, (h, w))
+            regions = self._detect_in(padded, pad, (h, w))
             if regions:
                 log.debug("%d face(s) in a %dx%d crop-like image scanned padded", len(regions), w, h)
                 return regions
-        up = self.upsample if self.upsample is not None else auto_upsample(h, w, self.detector)
-        regions = self._detect_in(img, up, 0, (h, w))
+        regions = self._detect_in(img, 0, (h, w))
+        if not regions and self.fallback_cnn:
+            regions = self._cnn_fallback(img)
         if regions or not crop_like or not self.fallback_whole_image:
             return regions
         chip = self.fallback_chip(img)
         return [] if chip is None else [Region(box=(0, 0, w, h), score=0.0, crop=chip)]
 
-    def _detect_in(self, img: np.ndarray, up: int, offset: int, size: tuple[int, int]) -> list[Region]:
+    def _detect_in(self, img: np.ndarray, offset: int, size: tuple[int, int]) -> list[Region]:
         """Detections in `img` (the image padded by `offset` px), boxes in unpadded coordinates."""
-        dlib = import_dlib()
+        h, w = img.shape[:2]
         if self.detector == "hog":
             hog = _hog()
+            if self.upsample is None:
+                scale = scan_scale(h, w)
+                scan = resized(img, scale, grey=True)
+                with hog.lock:
+                    rects, scores, _ = hog.obj.run(scan, 0, HOG_THRESHOLD)
+                return self._regions(img, _unscaled(rects, scale), scores, offset, size)
             with hog.lock:
-                rects, scores, _ = hog.obj.run(img, up, HOG_THRESHOLD)
+                rects, scores, _ = hog.obj.run(img, self.upsample, HOG_THRESHOLD)
         else:
             cnn = _cnn()
+            up = self.upsample if self.upsample is not None else auto_upsample(h, w, "cnn")
             with cnn.lock:
                 found = cnn.obj(img, up)
             rects, scores = [d.rect for d in found], [d.confidence for d in found]
+        return self._regions(img, rects, scores, offset, size)
+
+    def _cnn_fallback(self, img: np.ndarray) -> list[Region]:
+        """The CNN detector's faces in an image shrunk to at most CNN_FALLBACK_PIXELS."""
+        h, w = img.shape[:2]
+        scale = min(1.0, (CNN_FALLBACK_PIXELS / (h * w)) ** 0.5)
+        small = resized(img, scale) if scale < 1.0 else img
+        cnn = _cnn()
+        with cnn.lock:
+            found = cnn.obj(small, 0)
+        regions = self._regions(img, _unscaled([d.rect for d in found], scale),
+                                [d.confidence for d in found], 0, (h, w))
+        log.debug("CNN fallback: %d face(s) in a %dx%d image", len(regions), w, h)
+        return regions
+
+    def _regions(self, img: np.ndarray, rects: Sequence[Any], scores: Sequence[float], offset: int,
+                 size: tuple[int, int]) -> list[Region]:
+        """Regions of the boxes `rects` of `img` (padded by `offset`): landmarks, chips, clipped boxes."""
+        dlib = import_dlib()
         keep = [(r, float(s)) for r, s in zip(rects, scores) if min(r.width(), r.height()) >= self.min_face]
         if not keep:
             return []
@@ -307,6 +376,16 @@ class FaceDetector:
             log.debug("no fallback face: the %dx%d image's chip scores %.2f as a face", w, h, score)
             return None
         return chip
+
+
+def _unscaled(rects: Sequence[Any], scale: float) -> list[Any]:
+    """dlib rectangles found in an image scaled by `scale`, mapped back to the image's pixels."""
+    if scale == 1.0:
+        return list(rects)
+    dlib = import_dlib()
+    return [dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
+                           int(round((r.right() + 1) / scale)) - 1, int(round((r.bottom() + 1) / scale)) - 1)
+            for r in rects]
 
 
 def chip_face_score(chip: np.ndarray) -> float:

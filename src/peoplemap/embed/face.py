@@ -28,8 +28,9 @@ from .registry import register
 log = logging.getLogger(__name__)
 
 DIM = 128
-REVISION = "1"
-"""Bump when detection, alignment or descriptor code changes: it is part of `version`."""
+REVISION = "2"
+"""Bump when detection, alignment or descriptor code changes: it is part of `version`.
+2: HOG scans once at `scan_scale` on the luminance; the CNN detector looks where HOG finds nothing."""
 DECODE_MIN_SIDE = 1200
 """JPEGs may be draft-decoded at 1/2..1/8 while their shorter side stays >= 1200 px: a 12 MP photo is
 scanned at 2000x1500 (~0.2 s of HOG instead of ~0.8 s, and a faster decode), where the 80 px detector
@@ -61,15 +62,17 @@ class FaceEmbedder(base.ModelBase):
     match_distance: float | None = MATCH_DISTANCE
 
     def __init__(self, settings: Settings | None = None, detector: str = "hog", upsample: Optional[int] = None,
-                 min_face: int = 20, fallback_whole_image: bool = True, num_jitters: int = 0) -> None:
+                 min_face: int = 20, fallback_whole_image: bool = True, fallback_cnn: bool = True,
+                 num_jitters: int = 0) -> None:
         if isinstance(num_jitters, bool) or not isinstance(num_jitters, int) or not 0 <= num_jitters <= 100:
             raise InputError(f"num_jitters must be an integer 0..100, got {num_jitters!r}")
         self.settings = settings if settings is not None else load_settings()
         self.detector = FaceDetector(detector, upsample=upsample, min_face=min_face,
-                                     fallback_whole_image=fallback_whole_image)
+                                     fallback_whole_image=fallback_whole_image, fallback_cnn=fallback_cnn)
         self.num_jitters = num_jitters
         self.name = "face" if detector == "hog" else f"face-{detector}"
-        self._files = [RECOGNITION_MODEL, SHAPE_MODEL] + ([CNN_MODEL] if detector == "cnn" else [])
+        uses_cnn = detector == "cnn" or self.detector.fallback_cnn
+        self._files = [RECOGNITION_MODEL, SHAPE_MODEL] + ([CNN_MODEL] if uses_cnn else [])
         for f in self._files:
             model_path(f)  # fail now, with the install hint, when the package is missing
         import_dlib()
@@ -136,7 +139,7 @@ class FaceEmbedder(base.ModelBase):
 
 
 def _create(settings: Settings | None, detector: str, options: dict[str, Any]) -> FaceEmbedder:
-    allowed = ("upsample", "min_face", "fallback_whole_image", "num_jitters")
+    allowed = ("upsample", "min_face", "fallback_whole_image", "fallback_cnn", "num_jitters")
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise InputError(f"unknown option(s) {unknown} for model 'face'; allowed: {list(allowed)}")
@@ -145,7 +148,8 @@ def _create(settings: Settings | None, detector: str, options: dict[str, Any]) -
 
 @register("face", "dlib HOG face detector + 5-point alignment + ResNet 128-d face descriptor")
 def create(settings: Settings | None = None, detector: str = "hog", **options: Any) -> FaceEmbedder:
-    """Factory: options upsample (None = by image size), min_face (px), fallback_whole_image, num_jitters."""
+    """Factory: options upsample (None = by image size), min_face (px), fallback_whole_image,
+    fallback_cnn, num_jitters."""
     return _create(settings, detector, options)
 
 
