@@ -447,3 +447,17 @@ def test_real_face_model_on_dlib_johns(tmp_path):
             assert info["models"][0]["model"] == "face"
     finally:
         server.stop()
+
+
+def test_a_taken_name_asks_instead_of_making_two(served):
+    """Naming a second person with a name another has: 409 with who has it; on_duplicate decides."""
+    _server, client, _root = served
+    people = client.get("/people?include_hidden=true").json()
+    assert len(people) >= 2
+    a, b = people[-2]["id"], people[-1]["id"]
+    assert client.patch(f"/people/{a}", json={"name": "Twin Name"}).status_code == 200
+    r = client.patch(f"/people/{b}", json={"name": "Twin Name"})
+    assert r.status_code == 409 and r.json()["others"] == [a] and "Twin Name" in r.json()["message"]
+    r = client.patch(f"/people/{b}", json={"name": "Twin Name", "on_duplicate": "keep_apart"})
+    assert r.status_code == 200 and r.json()["name"] not in (None, "Twin Name")
+    assert client.patch(f"/people/{b}", json={"name": "x", "on_duplicate": "maybe"}).status_code == 422

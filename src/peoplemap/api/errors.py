@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException
 
-from ..errors import LibraryBusyError, LibraryError, PeoplemapError
+from ..errors import LibraryBusyError, LibraryError, NameTakenError, PeoplemapError
 from .guard import error_body
 from .jobs import JobConflict, JobNotFound
 from .media import UploadRejected
@@ -36,7 +36,7 @@ class ApiError(Exception):
 def status_of(e: PeoplemapError) -> int:
     """The HTTP status of a library error: 409 for the library's state (busy, no vectors yet, no
     vectors of that model), 422 for a value it refuses (InputError, ImageError, ModelError)."""
-    return 409 if isinstance(e, (LibraryBusyError, LibraryError)) else 422
+    return 409 if isinstance(e, (LibraryBusyError, LibraryError, NameTakenError)) else 422
 
 
 def json_error(status: int, message: str, **extra: object) -> Response:
@@ -54,6 +54,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PeoplemapError)
     async def library_error(_r: Request, e: PeoplemapError) -> Response:
+        if isinstance(e, NameTakenError):  # the client asks its user: same person, or keep apart?
+            return json_error(409, str(e), others=[getattr(o, "id", o) for o in e.others])
         return json_error(status_of(e), str(e))
 
     @app.exception_handler(UploadRejected)

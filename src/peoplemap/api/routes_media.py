@@ -89,7 +89,7 @@ def _photo(lib, image_id: int, model: Optional[str], size: int,
         raise ApiError(404, f"no photo {image_id} with items in this library")
     items = lib.items(model, ids=[it.id for it in found])  # this vector set's only
     people = persons_of(lib, [it.id for it in items])
-    labels = {i: (name or f"person {pid}") for i, (pid, name) in people.items()}
+    labels = {i: (name or f"Person {pid}") for i, (pid, name) in people.items()}
     try:
         data = photo(found[0].path, items, labels, size, lib.settings, highlight)
     except (ImageError, OSError) as e:

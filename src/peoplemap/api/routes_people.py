@@ -69,7 +69,7 @@ def update_person(ref: Ref, body: PersonUpdate, lib: Lib, model: ModelParam = No
         raise ApiError(422, "give `name` and/or `hidden`")
     p = person_or_404(lib, ref, model)
     if body.name is not None:
-        p = lib.name_person(p.id, body.name, model)
+        p = lib.name_person(p.id, body.name, model, on_duplicate=body.on_duplicate)
     if body.hidden is not None:
         p = lib.hide_person(p.id, body.hidden, model)
     return answer(p)

@@ -32,6 +32,8 @@ class PersonUpdate(Strict):
 
     name: Optional[Annotated[StrictStr, Field(min_length=1, max_length=200)]] = None
     hidden: Optional[StrictBool] = None
+    on_duplicate: Literal["error", "merge", "keep_apart"] = "error"
+    """When another person has the name: 409 (error), merge with them, or keep them apart ("NAME (2)")."""
 
 
 class MergeRequest(Strict):
