@@ -171,3 +171,34 @@ def test_real_cross_camera(fast_settings: Settings) -> None:
     assert r.counts.n_identities == 74 and r.counts.n_duplicates == 1
     assert r.retrieval["protocol"] == "cross-camera" and r.retrieval["n_cameras"] == 2
     assert r.retrieval["n_queries"] > 0 and 0 < r.retrieval["rank1"] <= 1
+
+
+def test_chinese_whispers_baseline_on_the_same_vectors(labeled: Path) -> None:
+    r = evaluate_folder(labeled, model="fake", min_cluster_size=3, baseline="chinese-whispers")
+    assert isinstance(r, EvalComparison) and r.baseline == "chinese-whispers"
+    assert r.design.model == r.peoplemap.model == "fake"
+    assert (r.design.profile, r.peoplemap.profile) == ("chinese-whispers", "default")
+    assert r.design.counts == r.peoplemap.counts
+    assert "chinese-whispers" in r.format_table().splitlines()[1]
+    ap = r.peoplemap.clustering["all_photos"]
+    assert ap["n_photos"] == 20 and ap["without_items"] == 0
+    assert ap["bcubed_f"] == pytest.approx(r.peoplemap.clustering["bcubed_f"])
+
+
+def test_all_photos_and_all_items_reports() -> None:
+    from peoplemap.eval_runner import MIXED_IDENTITIES, all_items_report, all_photos_report
+
+    ids = np.array(["a", "a", "b", "b"], dtype=object)
+    perfect = all_photos_report(ids, np.array([0, 0, 1, 1]), np.array([], dtype=object))
+    assert perfect["bcubed_f"] == 1.0
+    # a photo of "a" without a face is its own group: recall drops, precision stays
+    missed = all_photos_report(ids, np.array([0, 0, 1, 1]), np.array(["a"], dtype=object))
+    assert missed["n_photos"] == 5 and missed["without_items"] == 1
+    assert missed["bcubed_precision"] == 1.0 and missed["bcubed_recall"] < 1.0
+    # one junk cluster spanning MIXED_IDENTITIES people, one person, one unsorted item
+    people = [f"p{k}" for k in range(MIXED_IDENTITIES)]
+    identities = np.array(people + ["p0", "p0", "p1"], dtype=object)
+    labels = np.array([0] * MIXED_IDENTITIES + [1, 1, -1])
+    a = all_items_report(identities, labels)
+    assert (a["n_clusters"], a["mixed_clusters"], a["items_in_mixed_clusters"]) == (2, 1, MIXED_IDENTITIES)
+    assert a["max_identities_in_a_cluster"] == MIXED_IDENTITIES and a["unsorted_items"] == 1

@@ -14,8 +14,15 @@ Rules, applied after indexing, to the images the library decoded under the folde
   item per image is scored, the highest-scoring one (then the largest box, then the lowest id),
   because a labeled identity folder shows its person as the main subject.
 Clustering runs over the scored items only (labeled, deduplicated, one per image), the protocol of
-the face-clustering literature: `_` folders are for detection checks, not distractors. With a baseline the
-design's method runs first, so a kept library ends with peoplemap's clustering as its current one.
+the face-clustering literature: `_` folders are for detection checks, not distractors. It is also
+scored over all labeled photos, a photo without an item counting as a group of its own
+(`all_photos`), and, when images yield several items, over every item of the labeled photos as
+`peoplemap cluster` groups a library (`all_items`): there a cluster whose items come from
+MIXED_IDENTITIES or more identity folders cannot be one person, so it proves false detections
+(hair, logos, text), and items left unsorted are counted. With a baseline, the baseline method
+runs first, so a kept library ends with peoplemap's clustering as its current one. Baselines: "seed"
+(the design's method: whole-image MobileNetV2 + the seed profile) and "chinese-whispers" (dlib's
+chinese whispers on the same vectors, the peer method of dlib's face-clustering example).
 """
 from __future__ import annotations
 
@@ -45,7 +52,9 @@ log = logging.getLogger(__name__)
 DESIGN_MODEL = "mobilenetv2"
 DESIGN_PROFILE = "seed"
 """The seed design's method, run by `baseline="seed"`: whole-image MobileNetV2 + the seed profile."""
-BASELINES = ("seed",)
+BASELINES = ("seed", "chinese-whispers")
+MIXED_IDENTITIES = 5
+"""A cluster of all items whose items come from this many identity folders or more is not a person."""
 
 
 @dataclass(frozen=True)
@@ -112,17 +121,22 @@ class EvalComparison:
     seconds: float
     """Wall time of the whole run."""
 
+    baseline: str = "seed"
+
     def to_json(self) -> dict:
-        return {"folder": self.peoplemap.folder, "design": self.design.to_json(),
+        return {"folder": self.peoplemap.folder, "baseline": self.baseline, "design": self.design.to_json(),
                 "peoplemap": self.peoplemap.to_json(), "seconds": round(self.seconds, 3)}
 
     def format_table(self) -> str:
         p = self.peoplemap
-        title = (f"{p.folder}: design = {self.design.model} + profile {self.design.profile}; "
+        title = (f"{p.folder}: {self.baseline} = {self.design.model} + profile {self.design.profile}; "
                  f"peoplemap = {p.model} + profile {p.profile}")
         mine = dict(_rows(p))
-        return _table(title, ["metric", "design (seed)", "peoplemap"],
-                      [(k, [v, mine[k]]) for k, v in _rows(self.design)])
+        head = "design (seed)" if self.baseline == "seed" else self.baseline
+        theirs = dict(_rows(self.design))
+        keys = dict.fromkeys([k for k, _ in _rows(self.design)] + list(mine))
+        return _table(title, ["metric", head, "peoplemap"],
+                      [(k, [theirs.get(k, "-"), mine.get(k, "-")]) for k in keys])
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,6 +153,11 @@ class _Labeled:
     names: list[str]
     counts: Counts
     read_seconds: float
+    missing: np.ndarray
+    """Identities of the kept labeled images without any item."""
+    all_ids: np.ndarray
+    """Every item of the kept labeled images, and its image's identity (all_identities)."""
+    all_identities: np.ndarray
 
 
 def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
@@ -161,8 +180,10 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
 
         model = (settings or load_settings()).default_model
     methods = [(model, profile, min_cluster_size)]
-    if baseline is not None:
+    if baseline == "seed":
         methods.insert(0, (DESIGN_MODEL, DESIGN_PROFILE, None))
+    elif baseline == "chinese-whispers":
+        methods.insert(0, (model, "chinese-whispers", None))
 
     _warm_imports()
     reports: list[EvalReport] = []
@@ -183,6 +204,12 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
                 retrieval[m] = (_retrieval(labeled[m], cam_re, camera_pattern),
                                 time.perf_counter() - t)
             data = labeled[m]
+            all_items = None
+            if len(data.all_ids) > len(data.item_ids):
+                lib.cluster(model=m, profile=prof, min_cluster_size=mcs, items=data.all_ids)
+                all_labels = lib.labels(m)
+                all_items = all_items_report(
+                    data.all_identities, np.array([all_labels.get(int(i), NOISE) for i in data.all_ids]))
             t = time.perf_counter()
             cs = lib.cluster(model=m, profile=prof, min_cluster_size=mcs,
                              progress=_prefixed(progress, prof), items=data.item_ids)
@@ -190,6 +217,9 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
             cluster_s = time.perf_counter() - t
             pred = np.array([labels.get(int(i), NOISE) for i in data.item_ids], dtype=np.int64)
             clustering = evaluate.clustering_report(data.identities, pred)
+            clustering["all_photos"] = all_photos_report(data.identities, pred, data.missing)
+            if all_items is not None:
+                clustering["all_items"] = all_items
             ret, ret_s = retrieval[m]
             reports.append(EvalReport(
                 folder=root, model=m, profile=prof, min_cluster_size=mcs,
@@ -205,7 +235,32 @@ def evaluate_folder(folder: str | os.PathLike, *, model: str | None = None,
     if baseline is None:
         return reports[0]
     return EvalComparison(design=reports[0], peoplemap=reports[1],
-                          seconds=time.perf_counter() - t_start)
+                          seconds=time.perf_counter() - t_start, baseline=baseline)
+
+
+def all_photos_report(identities: np.ndarray, pred: np.ndarray, missing: np.ndarray) -> dict:
+    """BCubed P/R/F over every labeled photo: the scored items' labels, and each unsorted item and
+    each photo without an item as a group of its own."""
+    n, m = len(pred), len(missing)
+    own = -np.arange(1, n + m + 1)
+    labels = np.concatenate([np.where(pred == NOISE, own[:n], pred), own[n:]])
+    truth = np.concatenate([identities, missing]).astype(object)
+    p, r, f = evaluate.bcubed_prf(truth, labels)
+    return {"n_photos": n + m, "without_items": m, "bcubed_precision": p, "bcubed_recall": r, "bcubed_f": f}
+
+
+def all_items_report(identities: np.ndarray, labels: np.ndarray) -> dict:
+    """Clustering of every item of the labeled photos: clusters whose items come from
+    MIXED_IDENTITIES or more identity folders (not a person: false detections), their items, the
+    most identities in one cluster, and items left unsorted."""
+    clusters = np.unique(labels[labels != NOISE])
+    spans = [len(set(identities[labels == c].tolist())) for c in clusters]
+    mixed = [c for c, k in zip(clusters, spans) if k >= MIXED_IDENTITIES]
+    return {"n_items": int(len(labels)), "n_clusters": int(len(clusters)),
+            "mixed_clusters": len(mixed),
+            "items_in_mixed_clusters": int(np.isin(labels, mixed).sum()) if mixed else 0,
+            "max_identities_in_a_cluster": int(max(spans, default=0)),
+            "unsorted_items": int((labels == NOISE).sum())}
 
 
 @contextmanager
@@ -324,6 +379,9 @@ def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _La
         if cur is None or key > cur[0]:
             best[it.image_id] = (key, it)
     rows = [(best[r[0]][1], r[3]) for r in kept if r[0] in best]
+    missing = np.array([r[3] for r in kept if r[0] not in best], dtype=object)
+    ident_of = {r[0]: r[3] for r in kept}
+    every = [(it.id, ident_of[it.image_id]) for it in lib.items(model) if it.image_id in ident_of]
     item_ids, X = lib.vectors(model)
     pos = {int(i): k for k, i in enumerate(item_ids)}
     ids = np.array([it.id for it, _ in rows], dtype=np.int64)
@@ -339,7 +397,9 @@ def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _La
     log.info("%s: %s", root, counts)
     return _Labeled(item_ids=ids, X=X[[pos[int(i)] for i in ids]], identities=identities,
                     names=[os.path.basename(it.path) for it, _ in rows], counts=counts,
-                    read_seconds=time.perf_counter() - t)
+                    read_seconds=time.perf_counter() - t, missing=missing,
+                    all_ids=np.array([i for i, _ in every], dtype=np.int64),
+                    all_identities=np.array([ident for _, ident in every], dtype=object))
 
 
 def _retrieval(data: _Labeled, cam_re: Optional[re.Pattern[str]], pattern: Optional[str]) -> dict:
@@ -396,9 +456,21 @@ def _rows(r: EvalReport) -> list[tuple[str, str]]:
         *[(f"{kind} {m}", _num(cl[f"{kind.lower()}_{m.lower()}"]))
           for kind in ("BCubed", "pairwise") for m in ("precision", "recall", "F")],
         ("ARI", _num(cl["ari"])), ("NMI", _num(cl["nmi"])),
+        ("BCubed F, all photos", _num(cl["all_photos"]["bcubed_f"])),
+        *_all_items_rows(cl.get("all_items")),
         ("seconds: index", _num(s.index, 1)), ("seconds: cluster", _num(s.cluster, 2)),
         ("seconds: retrieval", _num(s.retrieval, 2)), ("seconds: total", _num(s.total, 1)),
     ]
+
+
+def _all_items_rows(a: Optional[dict]) -> list[tuple[str, str]]:
+    if a is None:
+        return []
+    return [("all items: items / clusters", f"{a['n_items']} / {a['n_clusters']}"),
+            (f"all items: clusters of >= {MIXED_IDENTITIES} identities (items)",
+             f"{a['mixed_clusters']} ({a['items_in_mixed_clusters']})"),
+            ("all items: most identities in a cluster", str(a["max_identities_in_a_cluster"])),
+            ("all items: unsorted", str(a["unsorted_items"]))]
 
 
 def _table(title: str, header: list[str], rows: list[tuple[str, list[str]]]) -> str:

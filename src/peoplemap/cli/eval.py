@@ -20,13 +20,14 @@ CAMERA_HELP = (
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--model", "-m", default=None,
               help="Embedding model (default: face); `peoplemap models` lists them.")
-@click.option("--profile", type=click.Choice(["default", "seed"]), default="default",
+@click.option("--profile", type=click.Choice(["default", "seed", "chinese-whispers"]), default="default",
               show_default=True, help="Clustering profile to evaluate.")
 @click.option("--min-cluster-size", type=click.IntRange(min=2), default=None,
               help="Smallest group that counts as a cluster (profile default if not given).")
-@click.option("--baseline", type=click.Choice(["seed"]), default=None,
-              help="Also evaluate the design's method (whole-image mobilenetv2 + seed profile) "
-                   "and show it beside.")
+@click.option("--baseline", type=click.Choice(["seed", "chinese-whispers"]), default=None,
+              help="Also evaluate a baseline and show it beside: seed = the design's method "
+                   "(whole-image mobilenetv2 + seed profile); chinese-whispers = dlib's chinese "
+                   "whispers on the same vectors.")
 @click.option("--camera-pattern", metavar="REGEX", default=None, help=CAMERA_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--keep-library", type=click.Path(file_okay=False), default=None,
@@ -39,11 +40,14 @@ def eval_command(folder: str, model: Optional[str], profile: str, min_cluster_si
     Folders starting with _ are not identities; byte-identical duplicates are dropped before
     scoring. Reports rank-1/5/10 and mAP (leave-one-out, or cross-camera with
     --camera-pattern), BCubed and pairwise P/R/F, ARI, NMI, the unsorted (noise) fraction and the
-    time per stage.
+    time per stage. Clustering is also scored over all labeled photos (a photo without a face
+    as a group of its own) and, for face models, over every face found, where clusters spanning 5
+    or more identities are counted as false detections.
 
     \b
     Example:
       peoplemap eval ../shared/data/yale_faces --baseline seed
+      peoplemap eval ../shared/data/celeba_wild_dev --baseline chinese-whispers
       peoplemap eval ../shared/data/col780_reid_2cam_8angle --camera-pattern '^(\\d\\d)_' --json
     """
     from ..eval_runner import evaluate_folder
