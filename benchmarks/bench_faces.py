@@ -1,0 +1,116 @@
+"""Face quality on in-the-wild sets, from an indexed library's stored vectors (no re-indexing).
+
+    .venv/bin/peoplemap index ../shared/data/celeba_wild_dev --library /tmp/cw.lib
+    .venv/bin/python benchmarks/bench_faces.py --library /tmp/cw.lib --folder ../shared/data/celeba_wild_dev
+    .venv/bin/python benchmarks/bench_faces.py --library /tmp/lfw.lib --folder ../shared/data/lfw_devtest
+
+Reports, as `peoplemap eval` scores them (one face per labeled photo: the highest detector score):
+photos without a face, leave-one-out rank-1 / mAP, BCubed F of each clustering profile over the
+scored faces and over ALL labeled photos (a photo without a face is a group of its own), the
+clustering of every face found (clusters spanning >= 5 identities: proven false detections), and,
+where the folder has LFW's `pairsDevTest.txt`, verification accuracy on its pairs at the face
+model's fixed thresholds (match distance, dlib's 0.6 = 0.41 on unit vectors) and at the best
+threshold for those pairs (an optimistic bound, not the protocol's figure).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import print_json  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--library", required=True)
+    ap.add_argument("--folder", required=True)
+    ap.add_argument("--profiles", nargs="+", default=["default", "chinese-whispers"])
+    args = ap.parse_args()
+
+    from peoplemap import Library
+    from peoplemap import evaluate
+    from peoplemap.cluster import Clusterer
+    from peoplemap.embed.face import MATCH_DISTANCE
+    from peoplemap.eval_runner import all_items_report, all_photos_report
+    from peoplemap.types import NOISE
+
+    lib = Library.open(args.library)
+    root = os.path.realpath(args.folder)
+    ident = {}
+    for image_id, path, _sha in lib.store.images.under(root):
+        parts = os.path.relpath(path, root).split(os.sep)
+        if len(parts) >= 2 and not parts[0].startswith("_"):
+            ident[int(image_id)] = (parts[0], os.path.basename(path))
+    best: dict[int, tuple] = {}
+    every = []
+    for it in lib.items():
+        if it.image_id not in ident:
+            continue
+        every.append((it.id, ident[it.image_id][0]))
+        key = (it.score, 0 if it.box is None else it.box[2] * it.box[3], -it.id)
+        if it.image_id not in best or key > best[it.image_id][0]:
+            best[it.image_id] = (key, it.id)
+    ids_all, X_all = lib.vectors()
+    pos = {int(i): k for k, i in enumerate(ids_all)}
+    scored = sorted(best)
+    X = X_all[[pos[best[i][1]] for i in scored]].astype(np.float32)
+    y = np.array([ident[i][0] for i in scored], dtype=object)
+    missing = np.array([ident[i][0] for i in ident if i not in best], dtype=object)
+    out: dict = {"folder": root, "photos": len(ident), "without_face": len(missing),
+                 "without_face_pct": round(100 * len(missing) / max(1, len(ident)), 2),
+                 "faces": len(every), "retrieval": evaluate.leave_one_out_retrieval(X, y), "profiles": {}}
+    Xe = X_all[[pos[i] for i, _ in every]].astype(np.float32)
+    ye = np.array([who for _, who in every], dtype=object)
+    for prof in args.profiles:
+        lab = Clusterer(prof).fit(X.copy()).labels_
+        rep = evaluate.clustering_report(y, lab)
+        allp = all_photos_report(y, lab, missing)
+        lab_e = Clusterer(prof).fit(Xe.copy()).labels_
+        out["profiles"][prof] = {"bcubed_f": round(rep["bcubed_f"], 4),
+                                 "bcubed_p": round(rep["bcubed_precision"], 4),
+                                 "bcubed_r": round(rep["bcubed_recall"], 4),
+                                 "noise": round(rep["noise_fraction"], 4),
+                                 "bcubed_f_all_photos": round(allp["bcubed_f"], 4),
+                                 "all_faces": all_items_report(ye, lab_e)}
+    pairs = Path(root) / "pairsDevTest.txt"
+    if pairs.is_file():
+        out["lfw_pairs"] = lfw_pairs(pairs, {ident[i][1]: X_all[pos[best[i][1]]] for i in scored},
+                                     {"match_distance": MATCH_DISTANCE, "dlib_0.6": 0.41})
+    print_json(out)
+
+
+def lfw_pairs(path: Path, vec: dict, thresholds: dict) -> dict:
+    """Verification accuracy on LFW pairs; a pair with a photo without a face counts as wrong."""
+    lines = path.read_text().split("\n")[1:]
+    d, same = [], []
+    for line in lines:
+        f = line.split("\t")
+        if len(f) == 3:
+            a, b, s = (f"{f[0]}_{int(f[1]):04d}.jpg", f"{f[0]}_{int(f[2]):04d}.jpg", True)
+        elif len(f) == 4:
+            a, b, s = (f"{f[0]}_{int(f[1]):04d}.jpg", f"{f[2]}_{int(f[3]):04d}.jpg", False)
+        else:
+            continue
+        va, vb = vec.get(a), vec.get(b)
+        d.append(np.inf if va is None or vb is None else float(np.linalg.norm(va - vb)))
+        same.append(s)
+    d, same = np.array(d), np.array(same)
+    res = {"pairs": int(len(d)), "pairs_missing_a_face": int(np.isinf(d).sum())}
+    for name, t in thresholds.items():
+        res[f"accuracy_at_{name}_{t}"] = round(float(((d < t) == same).mean()), 4)
+    cand = np.unique(d[np.isfinite(d)])
+    accs = [((d < t) == same).mean() for t in cand]
+    k = int(np.argmax(accs))
+    res["best_threshold_on_these_pairs"] = round(float(cand[k]), 4)
+    res["accuracy_at_best_threshold"] = round(float(accs[k]), 4)
+    return res
+
+
+if __name__ == "__main__":
+    main()
