@@ -366,9 +366,10 @@ def _people(ctx, url: str, n_tiles: int, open_first: bool = False) -> tuple[floa
         if open_first:
             t0 = time.perf_counter()
             views.first.click()
-            main.get_by_role("button", name="Split selected").wait_for()
-            main.locator('[data-testid="stExpander"] summary',
-                         has_text="Forget this person").wait_for()
+            person = pg.get_by_role("dialog")  # a person opens in a dialog over the grid
+            person.get_by_role("button", name="Split selected").wait_for()
+            person.locator('[data-testid="stExpander"] summary',
+                           has_text="Forget this person").wait_for()
             pg.wait_for_function(IMAGES_LOADED, arg=n_tiles + 2, polling="raf")
             pg.wait_for_function(
                 "() => !document.querySelector('[data-stale=\"true\"], "
