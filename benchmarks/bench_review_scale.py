@@ -1,0 +1,72 @@
+"""How fast the review questions answer on a large library: merge suggestions (all people, one
+person) and review groups, on N generated identity vectors clustered by the real Library.
+
+    .venv/bin/python benchmarks/bench_review_scale.py --n 100000 [--rounds 3]
+
+The library is built as bench_scale.py builds it (vectors written through the catalog, then
+`Library.cluster`); each question is asked `rounds` times and the median reported. Target (issue:
+suggestions for a library of 100k faces answer in < 1 s).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import MODEL, _write  # noqa: E402
+from common import append_result, machine, print_json  # noqa: E402
+from make_embeddings import make_embeddings  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--no-results", action="store_true")
+    a = ap.parse_args()
+    from peoplemap import Library
+
+    X, _y = make_embeddings(a.n, seed=0)
+    out: dict = {"n": a.n}
+    with tempfile.TemporaryDirectory(prefix="pm-review-") as tmp:
+        lib = Library.open(Path(tmp) / "lib", create=True)
+        with lib.catalog.write() as c:
+            set_id = c.execute(
+                "INSERT INTO vector_sets(model, version, dim, item_kind, description, created_at) "
+                "VALUES (?,?,?,?,?,?)", (MODEL, "1", X.shape[1], "face", json.dumps({"model": MODEL}),
+                                         time.time())).lastrowid
+        _write(lib, set_id, X, 0)
+        t = time.perf_counter()
+        lib.cluster(model=MODEL)
+        out["cluster_s"] = round(time.perf_counter() - t, 1)
+        people = lib.people(MODEL)
+        out["people"] = len(people)
+        out["unsorted"] = len(lib.unsorted(MODEL))
+        probe = people[len(people) // 2].id
+
+        def timed(fn) -> float:
+            times = []
+            for _ in range(a.rounds):
+                t = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t)
+            return round(statistics.median(times), 3)
+
+        out["suggestions_all_s"] = timed(lambda: lib.merge_suggestions(MODEL, limit=20))
+        out["suggestions_person_s"] = timed(lambda: lib.merge_suggestions(MODEL, person=probe, limit=5))
+        out["review_groups_s"] = timed(lambda: lib.review_groups(MODEL, limit=20))
+        lib.close()
+    print_json(out)
+    if not a.no_results:
+        append_result("Review questions at scale (bench_review_scale.py)", {"machine": machine(), **out},
+                      f".venv/bin/python benchmarks/bench_review_scale.py --n {a.n} --rounds {a.rounds}",
+                      table=[out], notes="Target: suggestions < 1 s at 100k faces.")
+
+
+if __name__ == "__main__":
+    main()
