@@ -204,3 +204,71 @@ def show_error(e: Exception, what: str = "") -> None:
 
 def short(name: str, n: int = 12) -> str:
     return name if len(name) <= n else name[:n - 1] + "…"
+
+
+# -- pages and app settings ------------------------------------------------------------------------
+PAGES: dict[str, "st.Page"] = {}
+"""The app's pages by url path ("people", "photo", "review", ...), filled by app.main on every run,
+so that a page can link to another (st.page_link, st.switch_page) with query parameters."""
+
+
+def page_link(name: str, label: str, **query: object) -> None:
+    """A link to another page of the app, with query parameters (a face's photo, a person)."""
+    target = PAGES.get(name)
+    if target is None:  # run outside app.py (a page tested on its own): no link to draw
+        return
+    st.page_link(target, label=label, query_params={k: str(v) for k, v in query.items()})
+
+
+SETTINGS_FILE = "app-settings.json"
+"""The app's settings kept in the library folder (JSON: never code), so a choice such as "hide
+people seen fewer than N times" holds for every session and after a restart."""
+
+
+def app_setting(lib: "Library", key: str, default):
+    """A setting the user chose in the app, or `default`."""
+    import json
+
+    try:
+        data = json.loads((lib.path / SETTINGS_FILE).read_text())
+    except (OSError, ValueError):
+        return default
+    value = data.get(key, default) if isinstance(data, dict) else default
+    return value if isinstance(value, type(default)) else default
+
+
+def set_app_setting(lib: "Library", key: str, value) -> None:
+    """Remember a setting (written atomically; a read-only library keeps it for this run only)."""
+    import json
+
+    f = lib.path / SETTINGS_FILE
+    try:
+        data = json.loads(f.read_text())
+        if not isinstance(data, dict):
+            data = {}
+    except (OSError, ValueError):
+        data = {}
+    data[key] = value
+    try:
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
+        os.replace(tmp, f)
+    except OSError:
+        pass
+
+
+def assign_to(lib: "Library", model: str, item_ids: Sequence[int], who: str):
+    """Give faces to a person the user typed or picked: a number ("12", "Person 12") or a name
+    someone has joins them to that person (confirmed); a new name makes a new person of them.
+    Returns (the person, whether it is new)."""
+    from ..errors import InputError
+    from ..people import valid_name
+
+    who = valid_name(who)
+    try:
+        person = lib.person(who, model)
+    except InputError:
+        if re.fullmatch(r"(?i)(person\s*|#)?\d+", who):
+            raise  # a number that is nobody: not a name to give someone
+        return lib.new_person(list(item_ids), who, model), True
+    return lib.confirm_items(person.id, list(item_ids), model), False

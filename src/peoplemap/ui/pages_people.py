@@ -129,6 +129,73 @@ def covers(lib: "Library", model: str, people: list["Person"]) -> dict[int, int]
     return picked
 
 
+# -- the grid: order and clutter -------------------------------------------------------------------
+SORTS = {
+    "named": "Named first, then most faces",
+    "size": "Most faces",
+    "name": "Name",
+    "recent": "Newest",
+}
+"""How the grid is ordered. The default leads with the people the user named and then the largest,
+so a big group of junk (text, logos) the user has not looked at is not the first thing shown."""
+MIN_FACES = "people_min_faces"
+"""App setting: people (unnamed ones) seen fewer than this many times are left out of the grid."""
+
+
+def sort_people(people: list["Person"], how: str) -> list["Person"]:
+    if how == "size":
+        return sorted(people, key=lambda p: (-p.size, p.id))
+    if how == "name":  # names A-Z, then "Person N" by number
+        return sorted(people, key=lambda p: (p.name is None, (p.name or "").casefold(), p.id))
+    if how == "recent":  # item ids grow as photos are indexed: the newest face first
+        return sorted(people, key=lambda p: (-max(p.item_ids, default=0), p.id))
+    return sorted(people, key=lambda p: (p.name is None, -p.size, p.id))
+
+
+def _set_min_faces() -> None:
+    common.set_app_setting(common.library(), MIN_FACES, int(st.session_state[MIN_FACES]))
+
+
+def _grid_controls(lib: "Library", everyone: list["Person"], kind: str) -> tuple[list["Person"], str]:
+    """Sort, "show hidden", "hide people seen fewer than N times" (kept in the library for every
+    session) and hiding every unnamed person at once; returns the people to show and a caption."""
+    if MIN_FACES not in st.session_state:
+        st.session_state[MIN_FACES] = max(1, common.app_setting(lib, MIN_FACES, 1))
+    a, b, c = st.columns([2, 2, 1], vertical_alignment="bottom")
+    how = a.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="people_sort")
+    least = b.number_input("Hide people seen fewer than", min_value=1, max_value=1000, step=1,
+                           key=MIN_FACES, on_change=_set_min_faces,
+                           help=f"Unnamed people with fewer {noun(kind, 2)} than this are left out of "
+                                "the grid (named people are always shown). Kept for next time.")
+    show_hidden = c.toggle("Show hidden", key="people_show_hidden")
+    unnamed = [p for p in everyone if p.name is None and not p.hidden]
+    hidden = [p for p in everyone if p.hidden]
+    with st.expander("Tidy up"):
+        x, y = st.columns(2)
+        if x.button(f"Hide all unnamed people ({len(unnamed):,})", key="people_hide_unnamed",
+                    disabled=not unnamed, help="They stay in the library; “Show hidden” shows "
+                                               "them, and naming one is still possible."):
+            _act("page", lambda: _hide_all(lib, unnamed, True, f"Hid {len(unnamed):,} unnamed people."))
+        if y.button(f"Show every hidden person again ({len(hidden):,})", key="people_unhide_all",
+                    disabled=not hidden):
+            _act("page", lambda: _hide_all(lib, hidden, False, f"{len(hidden):,} people are shown again."))
+    shown = [p for p in everyone if (show_hidden or not p.hidden) and (p.name or p.size >= least)]
+    few = sum(1 for p in everyone if (show_hidden or not p.hidden) and not p.name and p.size < least)
+    n_hidden = sum(p.hidden for p in everyone)
+    caption = (f"{len(shown):,} people, {SORTS[how][0].lower() + SORTS[how][1:]}"
+               + (f" · {n_hidden:,} hidden" if n_hidden and not show_hidden else "")
+               + (f" · {few:,} seen fewer than {least} times not shown" if few else ""))
+    return sort_people(shown, how), caption
+
+
+def _hide_all(lib: "Library", people: list["Person"], hidden: bool, message: str) -> str:
+    # One write per person through the store's people repository: resolving each person again
+    # (Library.hide_person) would read every person per call, slow with thousands of them.
+    for p in people:
+        lib.store.people.hide(p.id, hidden)
+    return message
+
+
 # -- the grid -------------------------------------------------------------------------------------
 def _tile_caption(p: "Person", kind: str) -> str:
     hidden = " · hidden" if p.hidden else ""
@@ -168,7 +235,88 @@ def _items(lib: "Library", model: str, p: "Person", cover_id: Optional[int]) -> 
                          caption="★ cover" if it.id == cover_id else "\u2007")  # rows line up
                 st.checkbox(f"#{it.id}", value=it.id in chosen, key=f"people_tick_{p.id}_{it.id}",
                             on_change=_tick, args=(p.id, it.id), help=it.path)
+                common.page_link("photo", "Photo", photo=it.image_id, face=it.id)
     return chosen
+
+
+def _not_this_person(lib: "Library", model: str, p: "Person", chosen: set[int], kind: str) -> None:
+    """The ticked faces are someone else (they leave for good), or no face at all."""
+    st.caption(f"Tick the {noun(kind, 2)} above that are wrong.")
+    a, b = st.columns(2)
+    if a.button(f"Not {common.short(p.label, 20)}", key=f"people_reject_{p.id}", disabled=not chosen,
+                help=f"The ticked {noun(kind, 2)} are someone else: they leave {p.label} and no "
+                     "clustering puts them back."):
+        ids = sorted(chosen)
+
+        def reject() -> str:
+            left = lib.reject_items(p.id, ids, model)
+            chosen.clear()
+            if left is None:
+                _open(None)
+            return f"{count(len(ids), kind)} taken out of {p.label}: not {p.label}."
+        _act("reject", reject)
+    if b.button(f"Not {noun(kind, 2)}", key=f"people_notface_{p.id}", disabled=not chosen,
+                help=f"The ticked ones are not {noun(kind, 2)} at all (false detections): removed "
+                     "for good."):
+        ids = sorted(chosen)
+
+        def remove() -> str:
+            n = lib.not_a_face(ids, model)
+            thumbs.forget_thumbnails(lib, ids)
+            chosen.clear()
+            if n >= p.size:
+                _open(None)
+            return f"Removed {count(n, kind)} from {p.label}: not {noun(kind, 2)}."
+        _act("reject", remove)
+    _flash("reject")
+
+
+def _suggested(lib: "Library", model: str, p: "Person", everyone: list["Person"], kind: str) -> None:
+    """The people most likely to be this one, side by side: same person, or different."""
+    from .pages_review import merge_card
+
+    # Read once per state of the people, not on every tick of a face (each tick reruns the page).
+    token = (p.id, p.size, lib.vector_set(model).generation, st.session_state.get("people_rev", 0))
+    cached = st.session_state.get("people_suggested")
+    if cached and cached[0] == token:
+        suggestions = cached[1]
+    else:
+        try:
+            suggestions = lib.merge_suggestions(model, person=p.id, limit=3)
+        except PeoplemapError as e:
+            common.show_error(e)
+            return
+        st.session_state["people_suggested"] = (token, suggestions)
+    _flash("suggest")
+    if not suggestions:
+        st.caption(f"Nobody else looks enough like {common.md_escape(p.label)} to ask.")
+        return
+    by_id = {o.id: o for o in everyone}
+    for s in suggestions:
+        def act(where: str, action: Callable[[], str], pair=(s.person_id, s.other_id)) -> None:
+            def run() -> str:
+                message = action()
+                alive = {q.id for q in lib.people(model, include_hidden=True)}
+                if p.id not in alive:  # merged into the other: show the merged person
+                    _open(next((o for o in pair if o in alive), None))
+                return message
+            _act(where, run)
+        merge_card(lib, model, s, by_id, kind, act, "suggest")
+
+
+def _all_not_faces(lib: "Library", model: str, p: "Person", kind: str) -> None:
+    label = common.md_escape(p.label)
+    st.caption(f"When every {noun(kind)} of {label} is a false detection (text, a logo, hair): "
+               "remove them all at once, for good. Photos are not touched.")
+    sure = st.checkbox(f"Yes, none of these {count(p.size, kind)} is a {noun(kind)}",
+                       key=f"people_notfaces_sure_{p.id}")
+    if st.button(f"Remove all: not {noun(kind, 2)}", key=f"people_notfaces_all_{p.id}", disabled=not sure):
+        def remove() -> str:
+            n = lib.not_a_face(p.item_ids, model)
+            thumbs.forget_thumbnails(lib, p.item_ids)
+            _open(None)
+            return f"Removed {p.label}: {count(n, kind)} that were not {noun(kind, 2)}."
+        _act("page", remove)
 
 
 def _name(lib: "Library", model: str, p: "Person") -> None:
@@ -312,13 +460,19 @@ def _detail(lib: "Library", model: str, p: "Person", everyone: list["Person"], k
     with top_right:
         _hide(lib, model, p)
     chosen = _items(lib, model, p, cover_id)
-    a, b, c = st.columns(3, gap="large")
+    a, b, c, d = st.columns(4, gap="medium")
     with a:
-        _cover(lib, model, p, chosen, kind)
+        _not_this_person(lib, model, p, chosen, kind)
     with b:
-        _merge(lib, model, p, everyone, kind)
+        _cover(lib, model, p, chosen, kind)
     with c:
         _split(lib, model, p, chosen, kind)
+    with d:
+        _merge(lib, model, p, everyone, kind)
+    with st.expander("Maybe the same person", expanded=True):
+        _suggested(lib, model, p, everyone, kind)
+    with st.expander(f"Not {noun(kind, 2)} at all?"):
+        _all_not_faces(lib, model, p, kind)
     with st.expander("Forget this person"):
         _forget(lib, model, p, kind)
 
@@ -350,15 +504,13 @@ def page() -> None:
         st.session_state.pop(FLASH, None)
         return
     everyone = lib.people(model, include_hidden=True)
-    show_hidden = st.toggle("Show hidden", key="people_show_hidden")
-    people = [p for p in everyone if show_hidden or not p.hidden]
-    n_hidden = sum(p.hidden for p in everyone)
-    st.caption(f"{len(people):,} people, largest first"
-               + (f" · {n_hidden:,} hidden" if n_hidden and not show_hidden else "")
-               + (f" · {noun(kind, 2)} were added or removed since the last clustering"
-                  if c.stale else ""))
-    if SELECTED not in st.session_state and st.query_params.get("person", "").isdigit():
-        st.session_state[SELECTED] = int(st.query_params["person"])  # opened by its address
+    people, caption = _grid_controls(lib, everyone, kind)
+    st.caption(caption + (f" · {noun(kind, 2)} were added or removed since the last clustering"
+                          if c.stale else ""))
+    # The address says which person is open (the dialog keeps it up to date): a link from another
+    # page (a face's photo) opens that person, and coming back without one opens nobody.
+    wanted = st.query_params.get("person", "")
+    st.session_state[SELECTED] = int(wanted) if wanted.isdigit() else None
     selected = st.session_state.get(SELECTED)
     if not everyone:
         st.info("The clustering found no groups, so there are no people yet. Cluster again the "
@@ -366,7 +518,8 @@ def page() -> None:
     elif people:
         _grid(lib, model, people, kind)
     else:
-        st.info("Everyone is hidden; turn on “Show hidden” to see them.")
+        st.info("Everyone is hidden or seen too few times; turn on “Show hidden” or lower "
+                "“Hide people seen fewer than” to see them.")
     person = next((p for p in everyone if p.id == selected), None)
     if person is not None:
         _show_person(lib, model, person, everyone, kind)

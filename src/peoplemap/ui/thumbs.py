@@ -243,3 +243,69 @@ def gallery(lib: "Library", items: Sequence["Item"], size: int = THUMB, captions
     images = [data_uri(d) for d in item_thumbnails(lib, items, size)]
     caps = [md_escape(short(os.path.basename(it.path))) for it in items] if captions else None
     st.image(images, caption=caps, width=size)
+
+
+BOX_COLOUR = (0, 220, 90)
+PICKED_COLOUR = (255, 200, 0)
+
+
+def photo_with_boxes(path: str, boxes: Sequence[tuple[Box, str, bool]], width: int
+                     ) -> Optional[tuple[bytes, int, int]]:
+    """The whole photo as a JPEG at most `width` pixels wide, each (box, label, picked) drawn with
+    its label above it (the picked one in another colour), and the original's width and height
+    (the pixels boxes are measured in); None when the file cannot be read. Cached like tiles."""
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return None
+    norm = tuple((tuple(int(v) for v in b), label, bool(picked)) for b, label, picked in boxes)
+    key = ("photo", path, norm, width, mtime)
+    cached = _memory.get(key)
+    size = _photo_sizes.get((path, mtime))
+    if cached is not None and size is not None:
+        return cached, size[0], size[1]
+    drawn = _draw_photo(path, norm, width)
+    if drawn is None:
+        return None
+    data, w, h = drawn
+    _memory.put(key, data)
+    if len(_photo_sizes) > 10_000:
+        _photo_sizes.clear()
+    _photo_sizes[(path, mtime)] = (w, h)
+    return data, w, h
+
+
+_photo_sizes: dict[tuple[str, float], tuple[int, int]] = {}
+"""(path, mtime) -> the original's (width, height), for photos drawn from the memory cache."""
+
+
+def _draw_photo(path: str, boxes, width: int) -> Optional[tuple[bytes, int, int]]:
+    from PIL import Image, ImageDraw, ImageFont
+
+    from ..ingest import read_image
+
+    try:
+        _sha, img = read_image(path, min_side=None, settings=load_settings())
+    except (ImageError, OSError):
+        return None
+    im = Image.fromarray(img.pixels)
+    ratio = min(4.0, width / max(1, im.width))  # small photos are drawn larger, boxes with them
+    if abs(ratio - 1.0) > 0.01:
+        im = im.resize((max(1, round(im.width * ratio)), max(1, round(im.height * ratio))))
+    s = img.scale * ratio  # original pixels -> drawn pixels
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default(size=max(11, min(22, round(im.width / 40))))
+    line = max(2, round(im.width / 300))
+    for (x, y, w, h), label, picked in sorted(boxes, key=lambda b: b[2]):  # picked on top
+        colour = PICKED_COLOUR if picked else BOX_COLOUR
+        x0, y0, x1, y1 = x * s, y * s, (x + w) * s, (y + h) * s
+        draw.rectangle([x0, y0, x1, y1], outline=colour, width=line + 1 if picked else line)
+        if label:
+            left, top, right, bottom = font.getbbox(label)
+            tw, th = right - left + 6, bottom - top + 6
+            ty = y0 - th if y0 >= th else y0  # a tag above the box, or inside it at the top
+            draw.rectangle([x0, ty, x0 + tw, ty + th], fill=colour)
+            draw.text((x0 + 3 - left, ty + 3 - top), label, fill=(0, 0, 0), font=font)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=88)
+    return buf.getvalue(), img.width, img.height
