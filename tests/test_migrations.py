@@ -56,7 +56,7 @@ def test_a_library_of_the_previous_release_opens_with_everything_kept(old_librar
     assert _contents(old_library / "library.sqlite") == expected  # the fixture is what it says
     lib = Library.open(old_library, settings=settings)
     assert lib.store.schema_version() == SCHEMA_VERSION
-    assert [m.version for m in lib.store.migrated] == [2, 3]
+    assert [m.version for m in lib.store.migrated] == [2, 3, 4]
     lib.close()
     assert _contents(old_library / "library.sqlite") == expected
     db = sqlite3.connect(old_library / "library.sqlite")

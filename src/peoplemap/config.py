@@ -40,6 +40,11 @@ class Settings:
     """ONNX inference runtime: auto | openvino | onnxruntime (auto: OpenVINO when installed)."""
     precision: str = "auto"
     """Inference precision: auto | fp32 | bf16 (auto: bf16 on CPUs with native bf16, OpenVINO only)."""
+    import_regions: bool = True
+    """Index runs read named face regions from photos' XMP (embedded and sidecars) and start the
+    people from them (peoplemap.metadata); PEOPLEMAP_IMPORT_REGIONS=0 turns this off."""
+    max_sidecar_bytes: int = 4 * 1024 * 1024
+    """XMP sidecars larger than this are refused (recorded with the reason; the photo is indexed)."""
 
     def __post_init__(self) -> None:
         for name, allowed in (("runtime", RUNTIMES), ("precision", PRECISIONS)):
@@ -70,6 +75,12 @@ def load_settings(**overrides: object) -> Settings:
                 values[f.name] = int(env)
             except ValueError:
                 raise InputError(f"PEOPLEMAP_{f.name.upper()}={env!r} is not an integer") from None
+        elif f.type in ("bool", bool):
+            word = env.strip().lower()
+            if word not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise InputError(f"PEOPLEMAP_{f.name.upper()}={env!r} is not one of 1/0, true/false, "
+                                 "yes/no, on/off")
+            values[f.name] = word in ("1", "true", "yes", "on")
         elif f.name in ("runtime", "precision"):
             values[f.name] = env.strip().lower()
         else:

@@ -19,7 +19,7 @@ from .types import NOISE
 if TYPE_CHECKING:
     from .library import Library
 
-FORMATS = ("csv", "json", "folders")
+FORMATS = ("csv", "json", "folders", "xmp")
 UNSORTED = "unsorted"
 """The folder of items that belong to no person."""
 MANIFEST = ".peoplemap-export.json"
@@ -28,37 +28,55 @@ earlier export, which a new export updates (other non-empty folders are refused)
 
 
 def rows(lib: "Library", model: Optional[str] = None) -> list[dict]:
-    """One dict per item: item_id, path, box, cluster (None = unsorted), person_name, score."""
+    """One dict per item: item_id, path, box, cluster (None = unsorted), person_name, score, taken
+    (when the photo was taken, "YYYY-MM-DD HH:MM:SS", None where its metadata does not say)."""
     from .people import person_of_items
 
     labels = lib.labels(model)
     persons = person_of_items(lib, model)
     out = []
-    for it in lib.items(model):
+    items = lib.items(model)
+    taken = lib.store.photos.taken_of_items([it.id for it in items])
+    for it in items:
         lab = labels.get(it.id)
         cluster = None if lab is None or lab == NOISE else int(lab)
         p = persons.get(it.id)
         out.append(dict(item_id=it.id, path=it.path, box=list(it.box) if it.box else None,
                         cluster=cluster, person_id=p.id if p else None,
-                        person_name=p.name if p else None, kind=it.kind, score=round(it.score, 4)))
+                        person_name=p.name if p else None, kind=it.kind, score=round(it.score, 4),
+                        taken=taken.get(it.id)))
     return out
 
 
-def export(lib: "Library", fmt: str, out: Path, *, model: Optional[str] = None) -> Path:
+def export(lib: "Library", fmt: str, out: Optional[Path], *, model: Optional[str] = None,
+           dry_run: bool = False, into_originals: bool = False) -> Path:
+    """Write the people as csv, json, folders (at `out`) or xmp (a sidecar beside each photo with
+    named people, `out` then the optional JSON report of what changed; see export_xmp)."""
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; use one of {list(FORMATS)}")
+    if fmt == "xmp":
+        changes = export_xmp(lib, model=model, dry_run=dry_run, into_originals=into_originals)
+        if out is not None:
+            _parent_ok(out)
+            out.write_text(json.dumps({"dry_run": dry_run, "changes": [c.to_json() for c in changes]},
+                                      indent=1, ensure_ascii=False), encoding="utf-8")
+        return out if out is not None else lib.path
+    if out is None:
+        raise InputError(f"export --format {fmt} needs --out")
+    if dry_run or into_originals:
+        raise InputError("--dry-run and --write-originals are for --format xmp")
     data = rows(lib, model)
     if fmt == "csv":
         _parent_ok(out)
         with open(out, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
             w.writerow(["item_id", "path", "box", "cluster", "person_name", "person_id", "kind",
-                        "score"])
+                        "score", "taken"])
             for r in data:
                 box = " ".join(str(v) for v in r["box"]) if r["box"] else ""
                 w.writerow([r["item_id"], r["path"], box, "" if r["cluster"] is None else r["cluster"],
                             r["person_name"] or "", "" if r["person_id"] is None else r["person_id"],
-                            r["kind"], r["score"]])
+                            r["kind"], r["score"], r["taken"] or ""])
         return out
     if fmt == "json":
         _parent_ok(out)
@@ -66,6 +84,42 @@ def export(lib: "Library", fmt: str, out: Path, *, model: Optional[str] = None) 
             json.dump({"library": str(lib.path), "items": data}, f, indent=1, ensure_ascii=False)
         return out
     return _folders(lib, data, out, model)
+
+
+BACKUPS = "metadata-backups"
+"""The library's folder where `export --format xmp --write-originals` keeps each photo's metadata as
+it was before peoplemap wrote into it."""
+
+
+def export_xmp(lib: "Library", *, model: Optional[str] = None, dry_run: bool = False,
+               into_originals: bool = False) -> list:
+    """Write the named people's faces as MWG (and Microsoft) face regions: into one XMP sidecar
+    per photo (merged with what it holds), or, into_originals=True, into the photos themselves
+    (their metadata saved first in the library's metadata-backups folder). dry_run: only say what
+    would change. Returns one peoplemap.metadata.writing.XmpChange per photo with named faces."""
+    from .metadata.regions import NamedBox
+    from .metadata.writing import PhotoFaces, write_regions
+    from .people import list_people
+
+    by_image: dict[int, list[NamedBox]] = {}
+    named = {i: p.name for p in list_people(lib, model, include_hidden=True) if p.name
+             for i in p.item_ids}
+    for it in lib.items(model, ids=sorted(named)):
+        if it.box is not None and it.kind == "face":
+            by_image.setdefault(it.image_id, []).append(NamedBox(named[it.id], it.box))
+    sizes = lib.store.photos.sizes(list(by_image))
+    photos = []
+    for image_id, faces in sorted(by_image.items(), key=lambda kv: sizes[kv[0]][0]):
+        path, w, h = sizes[image_id]
+        # One region per name in a photo: two faces given one name keep the larger.
+        best: dict[str, NamedBox] = {}
+        for f in faces:
+            k = f.name.casefold()
+            if k not in best or f.box[2] * f.box[3] > best[k].box[2] * best[k].box[3]:
+                best[k] = f
+        photos.append(PhotoFaces(path, w, h, list(best.values())))
+    return write_regions(photos, dry_run=dry_run, into_originals=into_originals,
+                         backup_dir=lib.path / BACKUPS, max_bytes=lib.settings.max_sidecar_bytes)
 
 
 def _parent_ok(out: Path) -> None:

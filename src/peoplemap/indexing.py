@@ -24,6 +24,7 @@ from .embed.base import Embedder, Model
 from .errors import InputError
 from .indexing_work import FileResult, Job, ModelThread, scale_box, work_ahead
 from .ingest import DecodedImage, Skipped, scan
+from .metadata import is_sidecar
 from .store import FoundItem, ImageRecord, SkipRecord
 from .types import ProgressCallback, Region, no_progress
 
@@ -138,6 +139,10 @@ def finish_run(lib: "Library", root: str, plan: "FolderDiff", summary: IndexSumm
     t = time.perf_counter()
     forget_gone(lib, plan)
     summary.removed = len(plan.gone_images)
+    from .metadata.importing import apply_region_names, backfill_metadata
+
+    backfill_metadata(lib, root)
+    apply_region_names(lib, summary.model)
     stages["write"] += time.perf_counter() - t
     summary.skipped = lib.store.images.skipped(root)
     summary.seconds = time.perf_counter() - t_start
@@ -166,6 +171,8 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
     seen: set[str] = set()
     for e in entries:
         seen.add(e.path)
+        if is_sidecar(e.path):
+            continue  # an XMP sidecar: read with its photo (peoplemap.metadata), not an image
         k = known.get(e.path)
         if k is not None:
             iid, size, mtime, done = k
@@ -183,7 +190,7 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
             continue
         summary.new += 1
         jobs.append(Job(e, None))
-    summary.files_seen = len(entries)
+    summary.files_seen = sum(not is_sidecar(e.path) for e in entries)
     gone_images = [iid for p, (iid, *_rest) in known.items() if p not in seen]
     gone_skipped = [p for p in known_skipped if p not in seen]
     return FolderDiff(jobs, scan_skips, gone_images, gone_skipped)
@@ -219,15 +226,17 @@ def _write(lib: "Library", set_id: int, embedder: Embedder, batch: list[_Pending
         if p.reuse_from is None:
             # Process workers send boxes in original coordinates and their own vectors.
             scale = 1.0 if p.vectors is not None else (img.scale or 1.0)
+            names = p.result.names
             for k, r in enumerate(p.regions):
                 if p.vectors is not None:
                     vec = p.vectors[k]
                 else:
                     vec = vectors[vi]
                     vi += 1
-                items.append(FoundItem(scale_box(r.box, scale, img.width, img.height), float(r.score), vec))
+                items.append(FoundItem(scale_box(r.box, scale, img.width, img.height), float(r.score), vec,
+                                       name=names[k] if k < len(names) else None))
         records.append(ImageRecord(e.path, e.size, e.mtime, p.job.image_id, p.sha256, img.width,
-                                   img.height, img.format, items, p.reuse_from))
+                                   img.height, img.format, items, p.reuse_from, meta=p.result.meta))
     skip_records = [SkipRecord(j.entry.path, j.entry.size, j.entry.mtime, j.image_id, reason)
                     for j, reason in skips]
     counts = lib.store.images.write_batch(set_id, records, skip_records)

@@ -35,6 +35,7 @@ from .config import Settings
 from .embed.base import Model, crop
 from .errors import ImageError, ModelError
 from .ingest import FileEntry, read_image
+from .store.records import PhotoMeta
 from .types import Box, Region
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class FileResult:
     decode_s: float = 0.0
     detect_s: float = 0.0
     embed_s: float = 0.0
+    meta: Optional[PhotoMeta] = None
+    """Date, orientation and place from the file's metadata (peoplemap.metadata)."""
+    names: list[Optional[str]] = field(default_factory=list)
+    """The name a face region in the metadata gives each region (empty: none named)."""
 
     @property
     def needs_vectors(self) -> bool:
@@ -97,10 +102,39 @@ def work_file(model: Model, job: Job, settings: Settings, *, embed: bool = True)
     result.regions = [Region(scale_box(r.box, scale, img.width, img.height), float(r.score))
                       for r in found]
     result.crops = crops
+    _with_metadata(model, job, result, img, settings)
     result.detect_s = time.perf_counter() - t_detect
     if embed:
         embed_files(model, [result])
     return result
+
+
+def _with_metadata(model: Model, job: Job, result: FileResult, img: Any, settings: Settings) -> None:
+    """The photo's date, orientation and place, and (face models, Settings.import_regions) its face
+    regions: each named region names the detected face it overlaps, or becomes a face of its own,
+    as does an unnamed region no face was detected in (a face the detector missed)."""
+    from .metadata import faces_from_regions, read_photo
+
+    want_regions = settings.import_regions and model.item_kind == "face"
+    try:
+        result.meta, regions = read_photo(job.entry.path, img.width, img.height, settings,
+                                          regions=want_regions)
+    except Exception as err:  # metadata never costs a photo
+        log.warning("metadata of %s not read: %s", job.entry.path, err)
+        return
+    if not regions:
+        return
+    names, extra = faces_from_regions(regions, [r.box for r in result.regions])
+    for fr in extra:
+        x, y, w, h = (v * img.scale for v in fr.box)
+        pixels = img.pixels[int(y):int(round(y + h)), int(x):int(round(x + w))]
+        if min(pixels.shape[:2]) < 8:
+            continue  # too small to say anything about at the decoded size
+        result.regions.append(Region(fr.box, 1.0))
+        assert result.crops is not None
+        result.crops.append(np.ascontiguousarray(pixels))
+        names.append(fr.name)
+    result.names = names
 
 
 def embed_files(model: Model, files: Sequence[FileResult],

@@ -503,11 +503,23 @@ class Library:
         self.derived.forget_set(s.id, self.store.clusterings.ids(s.id))
 
     # -- export / delete -----------------------------------------------------------------------
-    def export(self, fmt: str, out: str | os.PathLike, *, model: str | None = None) -> Path:
-        """Write the clustering as csv, json or folders of links; returns the path written."""
+    def export(self, fmt: str, out: str | os.PathLike | None, *, model: str | None = None,
+               dry_run: bool = False, into_originals: bool = False) -> Path:
+        """Write the clustering as csv, json or folders of links; returns the path written.
+        fmt "xmp": the named faces as face regions in a sidecar beside each photo (out: optional
+        JSON report); dry_run says what would change, into_originals writes into the photos."""
         from .export import export
 
-        return export(self, fmt, Path(out), model=model)
+        return export(self, fmt, None if out is None else Path(out), model=model, dry_run=dry_run,
+                      into_originals=into_originals)
+
+    def export_xmp(self, *, model: str | None = None, dry_run: bool = False,
+                   into_originals: bool = False) -> list:
+        """The named faces as face regions in each photo's XMP sidecar (peoplemap.export.export_xmp);
+        returns what changed (or would, with dry_run)."""
+        from .export import export_xmp
+
+        return export_xmp(self, model=model, dry_run=dry_run, into_originals=into_originals)
 
     def delete(self) -> None:
         """Remove the library directory and everything in it (originals are never touched)."""

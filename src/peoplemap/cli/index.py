@@ -34,16 +34,21 @@ JSON_SUMMARY = click.option("--json", "as_json", is_flag=True, help="Print the s
 @click.option("--search-index", type=click.Choice(["auto", "ivfpq"]), default="auto", show_default=True,
               help="ivfpq: then build the search index in chunks from the stored vectors (IVF-PQ, "
                    "for millions of items); auto: search builds its index when first needed.")
+@click.option("--no-regions", is_flag=True,
+              help="Do not read named face regions from the photos' XMP (embedded or sidecars); "
+                   "PEOPLEMAP_IMPORT_REGIONS=0 does the same.")
 @JSON_SUMMARY
 def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, engine: str,
           ray_address: Optional[str], ray_workers: Optional[int], ray_gpus_per_worker: float,
-          search_index: str, as_json: bool) -> None:
+          search_index: str, no_regions: bool, as_json: bool) -> None:
     """Index the images in PHOTOS_DIR (recursively) into a library.
 
     Only new or changed files are processed on a re-run; deleted files are dropped. Files that
     cannot be read are recorded with the reason and listed in the summary. With --engine ray the
     decoding and embedding run on a Ray cluster (photos at the same path on every node) and the
-    library comes out the same as with the default local engine.
+    library comes out the same as with the default local engine. Face regions with names in the
+    photos' XMP (embedded, or sidecars photo.jpg.xmp / photo.xmp, as digiKam, Lightroom and
+    Picasa write them) name those faces: they join the person of that name, confirmed.
 
     \b
     Example:
@@ -67,6 +72,10 @@ def index(photos_dir: str, library: str, model: Optional[str], rebuild: bool, en
 
     check_folder(photos_dir)  # a bad folder creates nothing: no library, no lock file, no run
     lib = open_library(library, create=True)
+    if no_regions:
+        import dataclasses
+
+        lib.settings = dataclasses.replace(lib.settings, import_regions=False)
     with progress_bar("") as cb:
         s = lib.index(photos_dir, model=model, rebuild=rebuild, progress=cb, engine=eng)
         if search_index == "ivfpq":
@@ -193,24 +202,61 @@ def _verdict(r, clustered: bool, detail: bool = False) -> str:
 
 @click.command()
 @library_option
-@click.option("--format", "fmt", type=click.Choice(["csv", "json", "folders"]), required=True,
-              help="csv/json: one row per face (or photo); folders: a folder of links per person, "
-                   "named after the person.")
-@click.option("--out", "-o", required=True, type=click.Path(),
-              help="File (csv, json), or a new folder, or a folder exported to before (updated).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json", "folders", "xmp"]), required=True,
+              help="csv/json: one row per face (or photo), with the date it was taken; folders: a "
+                   "folder of links per person, named after the person; xmp: the named people's "
+                   "faces as face regions (MWG and Microsoft) in an XMP sidecar beside each photo.")
+@click.option("--out", "-o", default=None, type=click.Path(),
+              help="File (csv, json), or a new folder, or a folder exported to before (updated); "
+                   "for xmp, an optional JSON report of what changed.")
 @click.option("--model", "-m", default=None, help="Vector set to export (default: the latest indexed).")
-def export(library: str, fmt: str, out: str, model: Optional[str]) -> None:
-    """Export the people: CSV, JSON, or one folder per person (links, originals untouched).
+@click.option("--dry-run", is_flag=True, help="xmp: list what would change; write nothing.")
+@click.option("--write-originals", is_flag=True,
+              help="xmp: write the regions into the photos themselves instead of sidecars (their "
+                   "metadata is first saved in the library's metadata-backups folder).")
+def export(library: str, fmt: str, out: Optional[str], model: Optional[str], dry_run: bool,
+           write_originals: bool) -> None:
+    """Export the people: CSV, JSON, one folder per person, or XMP face regions.
 
     Exporting folders again into the same folder brings it up to date: links that are no longer
-    true are removed. Any other folder that is not empty is refused.
+    true are removed. Any other folder that is not empty is refused. XMP sidecars are merged
+    with what they hold (other tags kept, a region of the same name updated); the photos are
+    never written unless --write-originals is given.
 
     \b
     Example:
       peoplemap export --library people.lib --format folders --out by-person/
+      peoplemap export --library people.lib --format xmp --dry-run
     """
-    path = open_library(library).export(fmt, out, model=model)
-    click.echo(f"Wrote {path}")
+    lib = open_library(library)
+    if fmt != "xmp":
+        path = lib.export(fmt, out, model=model, dry_run=dry_run, into_originals=write_originals)
+        click.echo(f"Wrote {path}")
+        return
+    changes = lib.export_xmp(model=model, dry_run=dry_run, into_originals=write_originals)
+    if out is not None:  # the same changes, as a report
+        from pathlib import Path
+
+        Path(out).write_text(json.dumps({"dry_run": dry_run, "changes": [c.to_json() for c in changes]},
+                                        indent=1, ensure_ascii=False), encoding="utf-8")
+    verb = {"create": "would create" if dry_run else "created",
+            "update": "would update" if dry_run else "updated",
+            "unchanged": "unchanged", "refused": "left alone"}
+    for c in changes:
+        if c.action == "unchanged":
+            continue
+        what = []
+        if c.added:
+            what.append("adds " + ", ".join(c.added))
+        if c.updated:
+            what.append("moves " + ", ".join(c.updated))
+        if c.reason:
+            what.append(c.reason)
+        click.echo(f"{verb[c.action]} {c.target}" + (f": {'; '.join(what)}" if what else ""))
+    counts = {a: sum(c.action == a for c in changes) for a in verb}
+    click.echo(f"{plural(len(changes), 'photo')} with named people: {counts['create']} "
+               f"{verb['create']}, {counts['update']} {verb['update']}, {counts['unchanged']} "
+               f"unchanged, {counts['refused']} left alone" + (" (dry run: nothing written)" if dry_run else ""))
 
 
 @click.command()

@@ -9,6 +9,7 @@ A library's catalog is one SQLite file (WAL mode). `Store` opens it, brings its 
 - `clusterings`: clusterings and their labels (`clusterings.py`)
 - `people`:     people, memberships, the user's decisions (`people.py`)
 - `runs`:       index / cluster / forget runs (`runs.py`)
+- `photos`:     photos' dates, orientation and places; names from face regions (`photos.py`)
 
 Ids are never reused (AUTOINCREMENT): an item id means one row for the life of the library.
 Writes that span concerns (a clustering with its people) are one transaction here.
@@ -30,13 +31,14 @@ from .db import DB_NAME, Database
 from .images import ImagesRepo
 from .migrations import SCHEMA_VERSION, Migration, migrate
 from .people import PeopleRepo
-from .records import BatchCounts, FoundItem, ImageRecord, SkipRecord
+from .photos import PhotosRepo
+from .records import BatchCounts, FoundItem, ImageRecord, PhotoMeta, SkipRecord
 from .runs import RunsRepo
 from .sets import VectorSetsRepo
 from .vectors import ItemsRepo
 
 __all__ = ["Store", "Database", "DB_NAME", "SCHEMA_VERSION", "ImageRecord", "SkipRecord", "FoundItem",
-           "BatchCounts"]
+           "BatchCounts", "PhotoMeta"]
 
 
 class Store:
@@ -52,6 +54,7 @@ class Store:
         self.clusterings = ClusteringsRepo(self.db)
         self.people = PeopleRepo(self.db)
         self.runs = RunsRepo(self.db)
+        self.photos = PhotosRepo(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -9,6 +9,7 @@ from typing import Optional
 from ..ingest import Skipped
 from .db import Database, in_chunks, marks
 from .records import BatchCounts, FoundItem, ImageRecord, SkipRecord
+from .photos import record_name, write_meta
 from .vectors import vector_to_blob
 
 
@@ -139,8 +140,12 @@ class ImagesRepo:
                         ).lastrowid
                         c.execute("INSERT INTO vectors(item_id, vector) VALUES (?, ?)",
                                   (item_id, vector_to_blob(it.vector)))
+                        if it.name:  # a face region in the photo's metadata named it
+                            record_name(c, item_id, it.name)
                 c.execute("INSERT OR REPLACE INTO processed(image_id, set_id, n_items) VALUES (?, ?, ?)",
                           (image_id, set_id, n))
+                if r.meta is not None:
+                    write_meta(c, image_id, r.meta, now)
                 counts.images += 1
                 counts.items += n
                 counts.without_items += n == 0

@@ -203,6 +203,31 @@ def _covers_and_not_faces(c: sqlite3.Connection) -> None:
     _script(c, COVERS_AND_NOT_FACES)
 
 
+# -- 4: what photos' metadata says; names from photos' face regions ------------------------------
+PHOTO_META = """
+-- One row per image whose metadata was read at index time (peoplemap.metadata).
+CREATE TABLE photo_meta (
+    image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+    taken TEXT,            -- local date and time the camera wrote: 'YYYY-MM-DD HH:MM:SS'
+    utc_offset TEXT,       -- '+02:00' when the camera recorded it (EXIF OffsetTimeOriginal)
+    orientation INTEGER,   -- EXIF orientation 1-8
+    latitude REAL, longitude REAL, altitude REAL
+);
+CREATE INDEX photo_meta_taken ON photo_meta(taken);
+-- The name a face region in a photo's XMP gave an item. applied: made a confirmed member of the
+-- person of that name (kept so that a run killed before that finishes it next time).
+CREATE TABLE imported_names (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    applied INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+
+def _photo_meta(c: sqlite3.Connection) -> None:
+    _script(c, PHOTO_META)
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -217,6 +242,7 @@ MIGRATIONS: list[Migration] = [
     Migration(2, "ids never reused; rejections and different people", _ids_never_reused,
               invalidates_derived=True),
     Migration(3, "cover faces; not-a-face decisions", _covers_and_not_faces),
+    Migration(4, "photo dates, orientation and places; names from face regions", _photo_meta),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1].version
 

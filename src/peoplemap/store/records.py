@@ -17,6 +17,8 @@ class FoundItem:
     box: Optional[Box]
     score: float
     vector: np.ndarray
+    name: Optional[str] = None
+    """The name a face region in the photo's metadata gives this face (peoplemap.metadata)."""
 
 
 @dataclass
@@ -37,6 +39,28 @@ class ImageRecord:
     format: str
     items: list[FoundItem] = field(default_factory=list)
     reuse_from: Optional[int] = None
+    meta: Optional["PhotoMeta"] = None
+    """Date, orientation and place read from the file's metadata (None: not read)."""
+
+
+@dataclass
+class PhotoMeta:
+    """What a photo's metadata says about when, where and how it was taken (peoplemap.metadata).
+
+    taken: the local date and time the camera wrote ("YYYY-MM-DD HH:MM:SS"); utc_offset its offset
+    ("+02:00") when recorded; orientation the EXIF orientation 1-8; latitude / longitude in decimal
+    degrees (south and west negative), altitude in metres. sidecar_problems: (sidecar path, reason)
+    for sidecars that were refused; sidecars: every sidecar path looked at (their old problems are
+    cleared when the photo is processed again)."""
+
+    taken: Optional[str] = None
+    utc_offset: Optional[str] = None
+    orientation: Optional[int] = None
+    latitude: Optional[float] = None
+    longitude: Optional[float] = None
+    altitude: Optional[float] = None
+    sidecars: list[str] = field(default_factory=list)
+    sidecar_problems: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
