@@ -18,8 +18,6 @@ from peoplemap.embed.registry import register
 from peoplemap.types import Region
 
 EXIFTOOL = shutil.which("exiftool")
-needs_exiftool = pytest.mark.skipif(EXIFTOOL is None, reason="exiftool is not installed (apt-get install "
-                                    "libimage-exiftool-perl; .ci/run installs it)")
 
 BACKGROUND = 128
 
@@ -88,8 +86,9 @@ def make_photo(path: Path, faces: Sequence[tuple[tuple[int, int, int, int], tupl
 
 
 def exiftool(*args: str) -> str:
-    """Run exiftool; its stdout."""
-    assert EXIFTOOL is not None
+    """Run exiftool; its stdout. Missing, it fails loudly: it is the tests' independent reader."""
+    if EXIFTOOL is None:
+        pytest.fail("exiftool is not installed: apt-get install libimage-exiftool-perl (.ci/run does)")
     r = subprocess.run([EXIFTOOL, *args], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return r.stdout

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from metadata_helpers import (exiftool, hashes, make_photo, mwg_tags, needs_exiftool, read_regions,
-                              write_tags)
+from metadata_helpers import exiftool, hashes, make_photo, mwg_tags, read_regions, write_tags
 from peoplemap import Library
 from peoplemap.config import Settings
 from peoplemap.metadata.regions import iou
-
-pytestmark = needs_exiftool
 
 COLOURS = {"Ada": (220, 30, 30), "Bob": (30, 30, 220), "Cy": (30, 200, 30), "Di": (200, 30, 200),
            "Ed": (20, 200, 200)}
