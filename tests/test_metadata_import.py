@@ -1,0 +1,218 @@
+"""Face regions written by another program (exiftool here) come in as named people with those faces
+confirmed; bad sidecars are refused with a reason; dates, orientation and places are stored."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from metadata_helpers import exiftool, make_photo, mp_tags, mwg_tags, write_tags
+from peoplemap import Library
+from peoplemap.config import Settings, load_settings
+from peoplemap.errors import InputError
+
+RED, BLUE, GREEN, YELLOW = (220, 30, 30), (30, 30, 220), (30, 200, 30), (240, 240, 20)
+ADA, BOB, CY, MISSED = (40, 50, 40, 48), (200, 60, 36, 44), (120, 150, 34, 40), (260, 170, 30, 34)
+
+
+def _settings(tmp_path: Path, **kw) -> Settings:
+    return Settings(cache_dir=str(tmp_path / "cache"), batch_size=8, workers=1, **kw)
+
+
+def _album(folder: Path) -> None:
+    """Five photos of Ada (red), Bob (blue) and Cy (green): names in MWG form inside the photos,
+    in Microsoft form in photo.xmp sidecars, and in MWG form in photo.jpg.xmp sidecars; a yellow
+    face the detector misses, named in one and unnamed in another."""
+    folder.mkdir()
+    faces = [(ADA, RED), (BOB, BLUE), (CY, GREEN), (MISSED, YELLOW)]
+    for k in range(5):
+        make_photo(folder / f"p{k}.jpg", faces, seed=k, orientation=6 if k == 2 else 1)
+    write_tags(folder / "p0.jpg", mwg_tags([("Ada", ADA), ("Bob", (198, 58, 40, 48)), ("Yan", MISSED)], 320, 240))
+    write_tags(folder / "p1.jpg", mwg_tags([("Ada", ADA), (None, MISSED)], 320, 240))
+    write_tags(folder / "p2.xmp", mp_tags([("Bob", BOB), ("Cy", CY)], 320, 240), original=folder / "p2.jpg")
+    write_tags(folder / "p3.jpg.xmp", mwg_tags([("Cy", CY), ("Ada", ADA)], 320, 240), original=folder / "p3.jpg")
+    # p4 has no names at all.
+
+
+def _who(lib: Library) -> dict[str, set[tuple[str, tuple]]]:
+    """person name (or label) -> {(photo, box)} of its faces."""
+    out = {}
+    for p in lib.people():
+        out[p.name or p.label] = {(Path(it.path).name, it.box) for it in lib.items(ids=p.item_ids)}
+    return out
+
+
+def _confirmed(lib: Library) -> dict[int, int]:
+    """item id -> person id of the confirmed members."""
+    s = lib.vector_set()
+    return {i: m.person_id for i, m in lib.store.people.members(s.id).items() if m.confirmed}
+
+
+def _near(box: tuple, target: tuple, tol: int = 3) -> bool:
+    return all(abs(a - b) <= tol for a, b in zip(box, target))
+
+
+def test_regions_from_exiftool_become_confirmed_people_and_clustering_keeps_them(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    _album(photos)
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        summary = lib.index(photos, model="fakeface")
+        assert summary.files_seen == 5 and not summary.skipped  # sidecars are not images
+        who = _who(lib)
+        assert {"Ada", "Bob", "Cy", "Yan"} <= set(who)
+        assert {f for f, _ in who["Ada"]} == {"p0.jpg", "p1.jpg", "p3.jpg"}
+        assert {f for f, _ in who["Bob"]} == {"p0.jpg", "p2.jpg"}
+        assert {f for f, _ in who["Cy"]} == {"p2.jpg", "p3.jpg"}
+        [(f, box)] = who["Yan"]  # a face the detector missed, brought in by its region
+        assert f == "p0.jpg" and _near(box, MISSED)
+        # The unnamed region of p1 is a face too (the detector missed it), of nobody yet.
+        missed_p1 = [it for it in lib.items() if Path(it.path).name == "p1.jpg" and _near(it.box, MISSED)]
+        assert len(missed_p1) == 1
+        # Matched regions name the detected face (its box), not a second face on top of it.
+        assert sum(1 for it in lib.items() if Path(it.path).name == "p0.jpg") == 4
+        confirmed = _confirmed(lib)
+        named = {p.name: p for p in lib.people() if p.name}
+        for name in ("Ada", "Bob", "Cy", "Yan"):
+            assert all(confirmed.get(i) == named[name].id for i in named[name].item_ids)
+        ids_before = {n: (p.id, set(p.item_ids)) for n, p in named.items()}
+
+        lib.cluster()
+        after = {p.name: p for p in lib.people() if p.name}
+        for name, (pid, items) in ids_before.items():
+            assert after[name].id == pid and items <= set(after[name].item_ids)
+        # The clustering put the unnamed faces of the same colour with them.
+        ada_photos = {Path(it.path).name for it in lib.items(ids=after["Ada"].item_ids)}
+        assert ada_photos == {f"p{k}.jpg" for k in range(5)}
+
+
+def test_a_name_someone_has_reuses_that_person(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photo(photos / "a.jpg", [(ADA, RED)])
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        lib.index(photos, model="fakeface")
+        [p] = lib.people() or [lib.new_person([it.id for it in lib.items()], None)]
+        lib.name_person(p.id, "ada")
+        make_photo(photos / "b.jpg", [(ADA, RED)], seed=3)
+        write_tags(photos / "b.jpg", mwg_tags([("Ada", ADA)], 320, 240))
+        lib.index(photos, model="fakeface")
+        people = lib.people()
+        assert [(q.id, q.name, q.size) for q in people] == [(p.id, "ada", 2)]
+
+
+def test_import_can_be_turned_off(tmp_path: Path, monkeypatch) -> None:
+    photos = tmp_path / "photos"
+    _album(photos)
+    monkeypatch.setenv("PEOPLEMAP_IMPORT_REGIONS", "0")
+    assert load_settings().import_regions is False
+    monkeypatch.setenv("PEOPLEMAP_IMPORT_REGIONS", "perhaps")
+    with pytest.raises(InputError, match="IMPORT_REGIONS"):
+        load_settings()
+    with Library.open(tmp_path / "lib", create=True,
+                      settings=_settings(tmp_path, import_regions=False)) as lib:
+        lib.index(photos, model="fakeface")
+        assert lib.people() == []
+        assert all(not _near(it.box, MISSED) for it in lib.items())  # nothing but the detector's
+
+
+def test_cli_index_no_regions(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from peoplemap.cli import main
+
+    photos = tmp_path / "photos"
+    _album(photos)
+    r = CliRunner().invoke(main, ["index", str(photos), "--library", str(tmp_path / "lib"),
+                                  "--model", "fakeface", "--no-regions"])
+    assert r.exit_code == 0, r.output
+    with Library.open(tmp_path / "lib") as lib:
+        assert lib.people() == []
+
+
+BAD_SIDECARS = {
+    "malformed": (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/'
+                  b'22-rdf-syntax-ns#"><rdf:Description></x:xmpmeta>', "malformed XML"),
+    "binary": (bytes(range(256)) * 4, "not XML"),
+    "text": (b"Ada was here\n", "not XML"),
+    "entities": (b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;">]>'
+                 b'<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;</x:xmpmeta>', "DTD"),
+    "huge": (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><!-- ' + b"x" * 300_000 + b" --></x:xmpmeta>", "too large"),
+}
+
+
+def test_bad_sidecars_are_refused_with_a_reason_and_indexing_goes_on(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k, (name, (data, _)) in enumerate(BAD_SIDECARS.items()):
+        make_photo(photos / f"{name}.jpg", [(ADA, RED), (BOB, BLUE)], seed=k)
+        (photos / f"{name}.jpg.xmp").write_bytes(data)
+    make_photo(photos / "good.jpg", [(ADA, RED)], seed=9)
+    write_tags(photos / "good.jpg.xmp", mwg_tags([("Ada", ADA)], 320, 240), original=photos / "good.jpg")
+    with Library.open(tmp_path / "lib", create=True,
+                      settings=_settings(tmp_path, max_sidecar_bytes=200_000)) as lib:
+        summary = lib.index(photos, model="fakeface")
+        reasons = {Path(s.path).name: s.reason for s in summary.skipped}
+        for name, (_, why) in BAD_SIDECARS.items():
+            assert why in reasons[f"{name}.jpg.xmp"], reasons
+        assert "good.jpg.xmp" not in reasons
+        per_photo = {}
+        for it in lib.items():
+            per_photo[Path(it.path).name] = per_photo.get(Path(it.path).name, 0) + 1
+        assert per_photo == {**{f"{n}.jpg": 2 for n in BAD_SIDECARS}, "good.jpg": 1}
+        assert [p.name for p in lib.people()] == ["Ada"]
+        # A sidecar mended: the photo processed again clears its problem.
+        (photos / "text.jpg.xmp").unlink()
+        os.utime(photos / "text.jpg", (1, 1))
+        summary = lib.index(photos, model="fakeface")
+        assert "text.jpg.xmp" not in {Path(s.path).name for s in summary.skipped}
+
+
+def test_dates_orientation_and_places_are_stored(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photo(photos / "a.jpg", [(ADA, RED)], orientation=6)
+    exiftool("-overwrite_original", "-DateTimeOriginal=2019:07:14 18:30:05", "-OffsetTimeOriginal=+02:00",
+             "-GPSLatitude=48.8583", "-GPSLatitudeRef=N", "-GPSLongitude=2.2945", "-GPSLongitudeRef=W",
+             "-GPSAltitude=35", "-GPSAltitudeRef=0", str(photos / "a.jpg"))
+    make_photo(photos / "b.jpg", [(BOB, BLUE)])
+    exiftool("-overwrite_original", "-XMP-exif:DateTimeOriginal=2020-01-02T03:04:05-05:00", str(photos / "b.jpg"))
+    make_photo(photos / "c.jpg", [(CY, GREEN)])
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        lib.index(photos, model="fakeface")
+        ids = {Path(p).name: i for i, p, _ in lib.store.images.under(str(photos))}
+        meta = lib.store.photos.get(list(ids.values()))
+        a, b = meta[ids["a.jpg"]], meta[ids["b.jpg"]]
+        assert (a.taken, a.utc_offset, a.orientation) == ("2019-07-14 18:30:05", "+02:00", 6)
+        assert a.latitude == pytest.approx(48.8583, abs=1e-4) and a.longitude == pytest.approx(-2.2945, abs=1e-4)
+        assert a.altitude == pytest.approx(35)
+        assert (b.taken, b.utc_offset) == ("2020-01-02 03:04:05", "-05:00")
+        assert meta[ids["c.jpg"]].taken is None
+        # Exports carry the date.
+        lib.export("csv", tmp_path / "out.csv")
+        text = (tmp_path / "out.csv").read_text()
+        assert text.splitlines()[0].endswith(",taken") and "2019-07-14 18:30:05" in text
+        from peoplemap.export import rows
+
+        assert {Path(r["path"]).name: r["taken"] for r in rows(lib)} == {
+            "a.jpg": "2019-07-14 18:30:05", "b.jpg": "2020-01-02 03:04:05", "c.jpg": None}
+
+
+def test_an_older_library_gets_its_dates_on_the_next_index(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photo(photos / "a.jpg", [(ADA, RED)])
+    exiftool("-overwrite_original", "-DateTimeOriginal=2018:03:04 05:06:07", str(photos / "a.jpg"))
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        lib.index(photos, model="fakeface")
+    # As if indexed before migration 4 read metadata.
+    db = sqlite3.connect(tmp_path / "lib" / "library.sqlite")
+    db.execute("DELETE FROM photo_meta")
+    db.commit()
+    db.close()
+    with Library.open(tmp_path / "lib", settings=_settings(tmp_path)) as lib:
+        s = lib.index(photos, model="fakeface")
+        assert s.unchanged == 1
+        [(iid, _, _)] = lib.store.images.under(str(photos))
+        assert lib.store.photos.get([iid])[iid].taken == "2018-03-04 05:06:07"
