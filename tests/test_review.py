@@ -144,3 +144,31 @@ def test_a_missed_face_drawn_by_the_user_becomes_an_item(library, photos):
         library.add_face(path, (500, 500, 20, 20), model="fake")
     with pytest.raises(InputError, match="no indexed photo"):
         library.add_face("/nowhere.jpg", (0, 0, 10, 10), model="fake")
+
+
+def test_rebuild_keeps_names_and_decisions(library, photos):
+    """Re-extracting a vector set (index --rebuild, e.g. after a model change) gives the new faces
+    the people, names and decisions the old ones had."""
+    library.index(photos, model="fake-boxes")
+    library.cluster(model="fake-boxes")
+    a, b = library.people("fake-boxes")[:2]
+    library.name_person(a.id, "Ada", "fake-boxes")
+    library.hide_person(b.id, True, "fake-boxes")
+    rejected = a.item_ids[0]
+    library.reject_items(a.id, [rejected], "fake-boxes")
+    library.mark_different(a.id, b.id, "fake-boxes")
+    boxes = {it.id: (it.path, it.box) for it in library.items("fake-boxes")}
+    ada_faces = {boxes[i] for i in library.person("Ada", "fake-boxes").item_ids}
+    library.index(photos, model="fake-boxes", rebuild=True)
+    assert not (library.path / "carry-over-fake-boxes.json").exists()
+    new_boxes = {it.id: (it.path, it.box) for it in library.items("fake-boxes")}
+    assert not set(new_boxes) & set(boxes)  # new items, new ids
+    ada = library.person("Ada", "fake-boxes")
+    assert {new_boxes[i] for i in ada.item_ids} == ada_faces
+    hidden = [p for p in library.people("fake-boxes", include_hidden=True) if p.hidden]
+    assert len(hidden) == 1 and hidden[0].size == b.size
+    library.cluster(model="fake-boxes")
+    ada = library.person("Ada", "fake-boxes")
+    assert boxes[rejected] not in {new_boxes[i] for i in ada.item_ids}  # the rejection came along
+    s = library.vector_set("fake-boxes")
+    assert library.store.people.different(s.id) == {tuple(sorted((ada.id, hidden[0].id)))}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -200,7 +201,15 @@ class Library:
                 here.settings = dataclasses.replace(self.settings, workers=1)
         with self.writing(f"peoplemap index {folder}"):
             run = self.store.runs.start("index", {"folder": str(folder), "model": model})
+            journal = self.path / f"carry-over-{model.replace(':', '_').replace('/', '_')}.json"
             try:
+                if rebuild and any(s.model == model for s in self.vector_sets()):
+                    # Re-extraction deletes the set's items: keep its people and decisions first, on
+                    # disk, so that even a run killed half-way gives them back on the next index.
+                    snapshot = self.store.people.snapshot(self.vector_set(model).id)
+                    tmp = journal.with_name(journal.name + ".tmp")
+                    tmp.write_text(json.dumps(snapshot))
+                    os.replace(tmp, journal)
                 if ray_options is None:
                     summary = index_folder(here, str(folder), embedder, rebuild=rebuild,
                                            progress=progress)
@@ -209,6 +218,11 @@ class Library:
 
                     summary = index_folder_ray(self, str(folder), embedder, options=ray_options,
                                                rebuild=rebuild, progress=progress)
+                if journal.exists():
+                    from .people import carry_over
+
+                    carry_over(self, embedder.name, json.loads(journal.read_text()))
+                    journal.unlink()
                 if embedder.collection_whitening and (
                         summary.items_added or summary.removed or self.whitening(embedder.name) is None):
                     self.refit_whitening(embedder.name)

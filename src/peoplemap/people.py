@@ -348,6 +348,49 @@ def not_a_face(lib: "Library", item_ids: Iterable[int], model: Optional[str] = N
     return len(ids)
 
 
+def carry_over(lib: "Library", model: str, snapshot: dict) -> int:
+    """After a re-extraction (`index --rebuild`), give the new items the people and decisions the
+    old ones had: a new face takes over an old one in the same photo whose box it overlaps most
+    (intersection over union >= 0.5; whole-image items match each other). Returns how many
+    memberships were carried over; a clustering later places the faces that matched nothing."""
+    by_path: dict[str, list] = {}
+    for it in lib.items(model):
+        by_path.setdefault(it.path, []).append(it)
+
+    def match(path: str, box) -> Optional[int]:
+        best, best_iou = None, 0.5
+        for it in by_path.get(path, []):
+            if box is None or it.box is None:
+                if box is None and it.box is None:
+                    return it.id
+                continue
+            iou = _iou(box, it.box)
+            if iou >= best_iou:
+                best, best_iou = it.id, iou
+        return best
+
+    snapshot = {k: [[tuple(x) if isinstance(x, list) else x for x in row] for row in v]
+                for k, v in snapshot.items()}
+    members = [(i, p, conf) for p, conf, path, box in snapshot["members"]
+               if (i := match(path, box)) is not None]
+    rejections = [(i, p) for p, path, box in snapshot["rejections"] if (i := match(path, box)) is not None]
+    covers = {p: i for p, path, box in snapshot["covers"] if (i := match(path, box)) is not None}
+    lib.store.people.restore(lib.vector_set(model).id, [tuple(p) for p in snapshot["people"]], members,
+                             rejections, [tuple(d) for d in snapshot["different"]], covers)
+    log.info("carried %d of %d memberships over to the re-extracted faces", len(members),
+             len(snapshot["members"]))
+    return len(members)
+
+
+def _iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    iw = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    ih = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = iw * ih
+    return inter / float(aw * ah + bw * bh - inter) if inter else 0.0
+
+
 def forget_person(lib: "Library", ref: str | int, model: Optional[str] = None) -> int:
     """Delete a person's items and vectors for good; returns the number of items removed.
 

@@ -28,8 +28,13 @@ from .registry import register
 log = logging.getLogger(__name__)
 
 DIM = 128
-REVISION = "2"
-"""Bump when detection, alignment or descriptor code changes: it is part of `version`.
+REVISION = "1"
+"""Bump when alignment or descriptor code changes what vector a face gets: it is part of `version`,
+and vectors of different versions are never mixed (the library asks for `index --rebuild`)."""
+DETECTION_REVISION = "2"
+"""Which faces are found, recorded in `describe()`; not part of `version`, since a face found by
+either detector gets a comparable vector (same alignment, same descriptor): libraries indexed
+before keep working, new photos get the new detector, and `index --rebuild` re-detects old ones.
 2: HOG scans once at `scan_scale` on the luminance; the CNN detector looks where HOG finds nothing."""
 DECODE_MIN_SIDE = 1200
 """JPEGs may be draft-decoded at 1/2..1/8 while their shorter side stays >= 1200 px: a 12 MP photo is
@@ -105,6 +110,7 @@ class FaceEmbedder(base.ModelBase):
             "weights": {f: file_sha256(model_path(f)) for f in self._files},
             "packages": pkgs,
             **self.detector.describe(),
+            "detection_revision": DETECTION_REVISION,
             "descriptor": f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips, {DIM}-d",
             "num_jitters": self.num_jitters,
             "output": "L2-normalised",

@@ -173,6 +173,54 @@ class PeopleRepo:
                       "(SELECT DISTINCT person_id FROM person_items)", (set_id,))
             c.execute("UPDATE vector_sets SET generation = generation + 1 WHERE id = ?", (set_id,))
 
+    def snapshot(self, set_id: int) -> dict:
+        """The set's people and the user's decisions, keyed by photo path and box instead of item
+        id, so that they can be carried over to the items of a re-extraction (`restore`)."""
+        q = self.db.query
+        face = ("JOIN items i ON i.id = {t}.item_id JOIN images im ON im.id = i.image_id "
+                "JOIN people pe ON pe.id = {t}.person_id WHERE pe.set_id = ?")
+        return {
+            "people": [(int(p), n, bool(h)) for p, n, h in q(
+                "SELECT id, name, hidden FROM people WHERE set_id = ?", (set_id,))],
+            "members": [(int(p), bool(pin), path, None if x is None else (x, y, w, h)) for p, pin, path, x, y, w, h in q(
+                "SELECT pi.person_id, pi.pinned, im.path, i.x, i.y, i.w, i.h FROM person_items pi "
+                + face.format(t="pi"), (set_id,))],
+            "rejections": [(int(p), path, None if x is None else (x, y, w, h)) for p, path, x, y, w, h in q(
+                "SELECT r.person_id, im.path, i.x, i.y, i.w, i.h FROM rejections r " + face.format(t="r"),
+                (set_id,))],
+            "covers": [(int(p), path, None if x is None else (x, y, w, h)) for p, path, x, y, w, h in q(
+                "SELECT pe.id, im.path, i.x, i.y, i.w, i.h FROM people pe JOIN items i ON "
+                "i.id = pe.cover_item_id JOIN images im ON im.id = i.image_id WHERE pe.set_id = ?", (set_id,))],
+            "different": sorted(self.different(set_id)),
+        }
+
+    def restore(self, set_id: int, people: list[tuple[int, Optional[str], bool]],
+                members: list[tuple[int, int, bool]], rejections: list[tuple[int, int]],
+                different: list[tuple[int, int]], covers: dict[int, int]) -> dict[int, int]:
+        """Make the snapshot's people again (same names, hidden flags) with the given memberships
+        (item id, old person id, confirmed), rejections (item id, old person id), different pairs
+        and covers (old person id -> item id); people left without any face are not made.
+        Returns old person id -> new person id."""
+        used = {p for _i, p, _c in members}
+        now = time.time()
+        new: dict[int, int] = {}
+        with self.db.write() as c:
+            for pid, name, hidden in people:
+                if pid in used:
+                    new[pid] = int(c.execute(
+                        "INSERT INTO people(set_id, name, hidden, created_at) VALUES (?, ?, ?, ?)",
+                        (set_id, name, int(hidden), now)).lastrowid)
+            c.executemany("INSERT OR IGNORE INTO person_items(item_id, person_id, pinned) VALUES (?, ?, ?)",
+                          [(i, new[p], int(conf)) for i, p, conf in members if p in new])
+            c.executemany("INSERT OR IGNORE INTO rejections(item_id, person_id, decided_at) VALUES (?, ?, ?)",
+                          [(i, new[p], now) for i, p in rejections if p in new])
+            c.executemany("INSERT OR IGNORE INTO different_people(a, b, decided_at) VALUES (?, ?, ?)",
+                          [(min(new[a], new[b]), max(new[a], new[b]), now) for a, b in different
+                           if a in new and b in new])
+            c.executemany("UPDATE people SET cover_item_id = ? WHERE id = ?",
+                          [(i, new[p]) for p, i in covers.items() if p in new])
+        return new
+
     def forget(self, set_id: int, person_id: int, item_ids: Sequence[int]) -> None:
         """Delete a person with its items and vectors for good (secure_delete overwrites the freed
         pages; the WAL is checkpointed so the vectors are not left behind in the file)."""
