@@ -197,6 +197,11 @@ def test_dates_orientation_and_places_are_stored(tmp_path: Path) -> None:
 
         assert {Path(r["path"]).name: r["taken"] for r in rows(lib)} == {
             "a.jpg": "2019-07-14 18:30:05", "b.jpg": "2020-01-02 03:04:05", "c.jpg": None}
+        # So do search results.
+        [result] = lib.search(photos / "a.jpg", k=3)
+        taken = {Path(h.path).name: h.taken for h in result.hits}
+        assert taken["a.jpg"] == "2019-07-14 18:30:05" and taken.get("c.jpg", None) is None
+        assert result.to_json()["hits"][0]["taken"] == "2019-07-14 18:30:05"
 
 
 def test_an_older_library_gets_its_dates_on_the_next_index(tmp_path: Path) -> None:

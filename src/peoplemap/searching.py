@@ -134,6 +134,7 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
 
     labels = lib.labels(s.model, ids=all_ids)
     persons = persons_of(lib, all_ids)
+    taken = lib.store.photos.taken_of_items(all_ids)
     clustering = lib.clustering(s.model)
     results = []
     for qi, r in enumerate(regions):
@@ -147,7 +148,8 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
             hits.append(Hit(item_id=it.id, path=it.path, box=it.box, distance=float(d),
                             similarity=float(1.0 - d * d / 2.0),
                             cluster=None if lab is None or lab == NOISE else int(lab),
-                            person=p[1] if p else None, person_id=p[0] if p else None))
+                            person=p[1] if p else None, person_id=p[0] if p else None,
+                            taken=taken.get(it.id)))
         a = assigned[qi]
         box = None
         if r.box is not None:

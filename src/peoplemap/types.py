@@ -58,6 +58,8 @@ class Hit:
     person: Optional[str] = None
     """Name of the hit's person, when named."""
     person_id: Optional[int] = None
+    taken: Optional[str] = None
+    """When the hit's photo was taken ("YYYY-MM-DD HH:MM:SS", the camera's local time), if known."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class QueryResult:
                     "cluster": h.cluster,
                     "person": h.person,
                     "person_id": h.person_id,
+                    "taken": h.taken,
                 }
                 for h in self.hits
             ],

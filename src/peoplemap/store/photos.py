@@ -74,6 +74,12 @@ class PhotosRepo:
                 f"WHERE it.id IN ({marks(len(chunk))}) AND m.taken IS NOT NULL", chunk))
         return out
 
+    def years(self) -> list[int]:
+        """The years the library's photos were taken in (those whose metadata says)."""
+        return sorted(int(y) for (y,) in self.db.query(
+            "SELECT DISTINCT substr(taken, 1, 4) FROM photo_meta WHERE taken IS NOT NULL")
+            if str(y).isdigit())
+
     def sizes(self, image_ids: Sequence[int]) -> dict[int, tuple[str, int, int]]:
         """image id -> (path, width, height) of the image as shown (EXIF orientation applied)."""
         out: dict[int, tuple[str, int, int]] = {}

@@ -10,6 +10,7 @@ import streamlit as st
 
 from peoplemap.ui import common, pages_clusters, pages_index, pages_people, pages_search
 from peoplemap.ui import pages_photo, pages_review
+from peoplemap.ui import pages_timeline
 
 
 def main() -> None:
@@ -31,6 +32,7 @@ def main() -> None:
         people,
         review,
         st.Page(pages_search.page, title="Search", url_path="search"),
+        st.Page(pages_timeline.page, title="Timeline", url_path="timeline"),
         photo,
         st.Page(index_by_name, title="Index", url_path="index", visibility="hidden"),
     ])

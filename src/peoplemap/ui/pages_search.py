@@ -16,7 +16,7 @@ import streamlit as st
 from ..errors import ImageError, PeoplemapError
 from .. import wording
 from ..wording import count, noun, person_label, verdict
-from . import common, thumbs
+from . import common, dates, thumbs
 
 if TYPE_CHECKING:
     from ..ingest import DecodedImage
@@ -133,7 +133,8 @@ def _hits(r: "QueryResult") -> None:
             with col:
                 st.image(thumbs.thumbnail(h.path, h.box, HIT_THUMB), width=HIT_THUMB)
                 st.markdown(f"**#{rank}** · {common.md_escape(_name(h.path))}  \n"
-                            f"similarity {h.similarity:.3f} · {_where(h)}")
+                            f"similarity {h.similarity:.3f} · {_where(h)}"
+                            + (f"  \ntaken {dates.day_label(h.taken)}" if h.taken else ""))
 
 
 def _technical(results: list["QueryResult"], kind: str) -> None:
@@ -222,12 +223,14 @@ def page() -> None:
     k = st.slider("Results", min_value=1, max_value=50, value=10,
                   help=f"How many of the most similar {noun(kind, 2)} to show for each "
                        f"{noun(kind)} in the photo.")
+    keep = dates.year_filter(lib.store.photos.years(), "search")
     if up is None:
         st.caption(f"Upload a photo to see who is in it and the most similar {noun(kind, 2)} of "
                    "the library.")
         return
     try:
-        results = _search(lib, up, k, model)
+        # With a date filter, look further and keep the k nearest that pass it.
+        results = dates.only(_search(lib, up, k if keep is None else 4 * k, model), keep, k)
     except PeoplemapError as e:
         common.show_error(e, up.name)
         return
