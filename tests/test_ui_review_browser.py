@@ -200,6 +200,7 @@ def test_review_answers_survive_reclustering(review_app, page, tmp_path: Path) -
     _done(page, dialog, "1 face taken out of Cleo: not Cleo.")
     dialog.get_by_text(re.compile(r"^Cleo · 5 faces$")).wait_for()
     expect(dialog.get_by_role("checkbox", name=f"#{f['cleo_out']}", exact=True)).to_have_count(0)
+    _shot(page, tmp_path, "review-person")
 
     # -- The group photo, opened from Cleo's face in it -------------------------------------------
     tile = dialog.locator('[data-testid="stColumn"]', has=page.get_by_role(
@@ -211,9 +212,27 @@ def test_review_answers_survive_reclustering(review_app, page, tmp_path: Path) -
     expect(faces).to_have_count(2)
     assert [t.inner_text() for t in faces.all()] == ["1 · Cleo", "2 · nobody yet"]
     _images_loaded(page, 1)
-    # A missed face, added by its box and given to Dora.
-    for label, value in zip(("x", "y", "Width", "Height"), MISSED):
-        main.get_by_label(label, exact=True).fill(str(value))
+    # A missed face, drawn with the mouse on the photo: the box fills in the fields.
+    x, y, w, h = MISSED
+    drag = main.locator('[data-testid="stPlotlyChart"] .nsewdrag').first
+    drag.wait_for()
+    area = drag.bounding_box()
+    size = {"x": 2 * STRIP + MISSED[2], "y": 80}  # the photo's pixels
+
+    def at(px: float, py: float) -> tuple[float, float]:
+        return area["x"] + px / size["x"] * area["width"], area["y"] + py / size["y"] * area["height"]
+    page.mouse.move(*at(x + 1, y + 1))
+    page.mouse.down()
+    page.mouse.move(*at(x + w - 1, y + h - 1), steps=8)
+    page.mouse.up()
+    fields = [main.get_by_label(label, exact=True) for label in ("x", "y", "Width", "Height")]
+    expect(fields[0]).not_to_have_value("0")
+    _settled(page)
+    drawn = [int(fld.input_value()) for fld in fields]
+    assert all(abs(a - b) <= 3 for a, b in zip(drawn, (x + 1, y + 1, w - 2, h - 2))), drawn
+    # ... and typed exactly
+    for fld, value in zip(fields, MISSED):
+        fld.fill(str(value))
     main.get_by_label("Who is it? (optional)").fill("Dora")
     main.get_by_role("button", name="Add face").click()
     _done(page, main, "Added a face of Dora.")

@@ -163,7 +163,7 @@ def _grid_controls(lib: "Library", everyone: list["Person"], kind: str) -> tuple
         st.session_state[MIN_FACES] = max(1, common.app_setting(lib, MIN_FACES, 1))
     a, b, c = st.columns([2, 2, 1], vertical_alignment="bottom")
     how = a.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="people_sort")
-    least = b.number_input("Hide people seen fewer than", min_value=1, max_value=1000, step=1,
+    least = b.number_input("Hide people seen fewer than … times", min_value=1, max_value=1000, step=1,
                            key=MIN_FACES, on_change=_set_min_faces,
                            help=f"Unnamed people with fewer {noun(kind, 2)} than this are left out of "
                                 "the grid (named people are always shown). Kept for next time.")
@@ -241,7 +241,8 @@ def _items(lib: "Library", model: str, p: "Person", cover_id: Optional[int]) -> 
 
 def _not_this_person(lib: "Library", model: str, p: "Person", chosen: set[int], kind: str) -> None:
     """The ticked faces are someone else (they leave for good), or no face at all."""
-    st.caption(f"Tick the {noun(kind, 2)} above that are wrong.")
+    st.caption(f"Tick the {noun(kind, 2)} above that are wrong, or one to show "
+               f"{common.md_escape(p.label)} by.")
     a, b = st.columns(2)
     if a.button(f"Not {common.short(p.label, 20)}", key=f"people_reject_{p.id}", disabled=not chosen,
                 help=f"The ticked {noun(kind, 2)} are someone else: they leave {p.label} and no "
@@ -373,7 +374,6 @@ def _hide(lib: "Library", model: str, p: "Person") -> None:
 
 
 def _cover(lib: "Library", model: str, p: "Person", chosen: set[int], kind: str) -> None:
-    st.caption(f"Tick one {noun(kind)} above to show {common.md_escape(p.label)} by it.")
     if st.button("Use as cover", key=f"people_cover_{p.id}", disabled=len(chosen) != 1):
         item = next(iter(chosen))
 
@@ -460,15 +460,14 @@ def _detail(lib: "Library", model: str, p: "Person", everyone: list["Person"], k
     with top_right:
         _hide(lib, model, p)
     chosen = _items(lib, model, p, cover_id)
-    a, b, c, d = st.columns(4, gap="medium")
+    a, b, c = st.columns(3, gap="large")
     with a:
         _not_this_person(lib, model, p, chosen, kind)
-    with b:
         _cover(lib, model, p, chosen, kind)
+    with b:
+        _merge(lib, model, p, everyone, kind)
     with c:
         _split(lib, model, p, chosen, kind)
-    with d:
-        _merge(lib, model, p, everyone, kind)
     with st.expander("Maybe the same person", expanded=True):
         _suggested(lib, model, p, everyone, kind)
     with st.expander(f"Not {noun(kind, 2)} at all?"):

@@ -110,23 +110,74 @@ def _name_face(lib: "Library", model: str, it: "Item", n: int) -> None:
             _act(f"face_{it.id}", name)
 
 
+BOX_KEYS = ("photo_box_x", "photo_box_y", "photo_box_w", "photo_box_h")
+DRAWN = "photo_drawn"
+"""Session keys: the add-a-face box fields; the last box drawn on the photo (so that a box typed
+afterwards is not overwritten by the same drawing on the next rerun)."""
+
+
+def _photo_canvas(drawn: bytes, width: int, height: int, image_id: int) -> None:
+    """The photo with its boxes, on which a box can be dragged with the mouse (Plotly's box
+    select): the drawn box fills in the "Add a missed face" fields, in the photo's pixels."""
+    import io
+
+    import numpy as np
+    import plotly.graph_objects as go
+    from PIL import Image
+
+    shown_w, shown_h = Image.open(io.BytesIO(drawn)).size
+    fig = go.Figure()
+    fig.add_layout_image(source=thumbs.data_uri(drawn), xref="x", yref="y", x=0, y=0,
+                         sizex=width, sizey=height, sizing="stretch", layer="below")
+    # Box select needs a selectable trace: an invisible grid of points over the photo.
+    gx, gy = np.meshgrid(np.linspace(0, width, 24), np.linspace(0, height, 24))
+    fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="skip",
+                             marker={"opacity": 0, "size": 2}, showlegend=False))
+    fig.update_xaxes(range=[0, width], visible=False, fixedrange=True)
+    fig.update_yaxes(range=[height, 0], visible=False, fixedrange=True, scaleanchor="x")
+    fig.update_layout(dragmode="select", margin={"l": 0, "r": 0, "t": 0, "b": 0},
+                      width=shown_w, height=shown_h, plot_bgcolor="white",
+                      newselection={"line": {"color": "#ffc800", "width": 2}})
+    event = st.plotly_chart(fig, key=f"photo_canvas_{image_id}", on_select="rerun",
+                            selection_mode="box", width=shown_w,
+                            config={"displayModeBar": False, "scrollZoom": False})
+    boxes = (event or {}).get("selection", {}).get("box", []) if event else []
+    if not boxes:
+        return
+    b = boxes[-1]
+    x0, x1 = sorted(float(v) for v in b["x"][:2])
+    y0, y1 = sorted(float(v) for v in b["y"][:2])
+    x0, y0 = max(0, round(x0)), max(0, round(y0))
+    x1, y1 = min(width, round(x1)), min(height, round(y1))
+    box = (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
+    if st.session_state.get(DRAWN) != (image_id, box):  # a new drawing: fill in the fields
+        st.session_state[DRAWN] = (image_id, box)
+        for k, v in zip(BOX_KEYS, box):
+            st.session_state[k] = int(v)
+
+
 def _add_face(lib: "Library", model: str, image_id: int, width: int, height: int, kind: str) -> None:
     st.subheader(f"Add a missed {noun(kind)}")
-    st.caption(f"The photo is {width:,} × {height:,} pixels. Give the {noun(kind)}'s box: its left "
-               "and top edge (x, y, from the photo's top-left corner), width and height.")
+    st.caption(f"Drag a box around the {noun(kind)} on the photo, or type it: its left and top "
+               f"edge (x, y, from the photo's top-left corner), width and height. The photo is "
+               f"{width:,} × {height:,} pixels.")
+    if st.session_state.get("photo_box_of") != image_id:  # another photo: start afresh
+        st.session_state["photo_box_of"] = image_id
+        side = max(1, min(width, height) // 4)
+        for k, v in zip(BOX_KEYS, (0, 0, side, side)):
+            st.session_state[k] = v
     with st.form("photo_add_face", border=False):
         cols = st.columns(4)
-        x = cols[0].number_input("x", min_value=0, max_value=max(0, width - 1), value=0, step=1)
-        y = cols[1].number_input("y", min_value=0, max_value=max(0, height - 1), value=0, step=1)
-        w = cols[2].number_input("Width", min_value=1, max_value=max(1, width),
-                                 value=max(1, min(width, height) // 4), step=1)
-        h = cols[3].number_input("Height", min_value=1, max_value=max(1, height),
-                                 value=max(1, min(width, height) // 4), step=1)
+        x = cols[0].number_input("x", min_value=0, max_value=max(0, width - 1), step=1, key=BOX_KEYS[0])
+        y = cols[1].number_input("y", min_value=0, max_value=max(0, height - 1), step=1, key=BOX_KEYS[1])
+        w = cols[2].number_input("Width", min_value=1, max_value=max(1, width), step=1, key=BOX_KEYS[2])
+        h = cols[3].number_input("Height", min_value=1, max_value=max(1, height), step=1, key=BOX_KEYS[3])
         who = st.text_input("Who is it? (optional)", key="photo_add_who", max_chars=200,
                             placeholder="A name or a person's number; empty: peoplemap decides")
         if st.form_submit_button(f"Add {noun(kind)}", type="primary"):
             def add() -> str:
                 box = (int(x), int(y), int(w), int(h))
+                st.session_state.pop("photo_box_of", None)  # the fields start afresh
                 text = who.strip()
                 person = None
                 if text:
@@ -175,7 +226,7 @@ def page() -> None:
             st.session_state.pop(FLASH, None)
             return
         data, width, height = drawn
-        st.image(thumbs.data_uri(data), width=PHOTO_WIDTH)
+        _photo_canvas(data, width, height, image_id)
     with right:
         _who_is_in_it(lib, model, faces, who, kind)
     _add_face(lib, model, image_id, width, height, kind)

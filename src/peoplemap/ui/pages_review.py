@@ -78,7 +78,7 @@ def merge_card(lib: "Library", model: str, s: "MergeSuggestion", people: dict[in
         left, right = st.columns(2, gap="large")
         for col, p, faces in ((left, a, s.person_faces), (right, b, s.other_faces)):
             with col:
-                st.markdown(f"**{common.md_escape(p.label)}** · {count(p.size, kind)}")
+                st.markdown(f"**{common.md_escape(p.label)}**  \n{count(p.size, kind)}")
                 _faces(lib, model, faces[:4])
         same, different, _rest = st.columns([1, 1, 2])
         key = f"{where}_{min(a.id, b.id)}_{max(a.id, b.id)}"
