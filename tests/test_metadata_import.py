@@ -221,3 +221,18 @@ def test_an_older_library_gets_its_dates_on_the_next_index(tmp_path: Path) -> No
         assert s.unchanged == 1
         [(iid, _, _)] = lib.store.images.under(str(photos))
         assert lib.store.photos.get([iid])[iid].taken == "2018-03-04 05:06:07"
+
+
+def test_date_words_and_the_search_filter() -> None:
+    from peoplemap.types import Hit, QueryResult
+    from peoplemap.ui import dates
+
+    assert dates.month_label("2019-07-14 18:30:05") == "July 2019" and dates.month_label(None) == "No date"
+    assert dates.day_label("2019-07-04 18:30:05") == "4 July 2019" and dates.day_label(None) == ""
+    hits = [Hit(i, f"/p/{i}.jpg", None, 0.1 * i, 1.0, None, taken=t)
+            for i, t in enumerate(["2019-01-01 00:00:00", None, "2021-05-05 00:00:00", "2019-12-31 23:59:59"])]
+    r = QueryResult("q", None, None, 0.0, hits)
+    assert dates.only([r], None, 2) == [r]
+    in_2019 = dates.only([r], lambda t: bool(t) and t.startswith("2019"), 5)[0]
+    assert [h.item_id for h in in_2019.hits] == [0, 3]
+    assert [h.item_id for h in dates.only([r], lambda t: True, 2)[0].hits] == [0, 1]
