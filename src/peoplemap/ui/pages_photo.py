@@ -207,6 +207,9 @@ def page() -> None:
     if flash:
         st.toast(common.md_escape(flash[1]))
     image_id, face = _int_param("photo"), _int_param("face")
+    if image_id is None and face is not None:  # a face alone (a search hit): its photo
+        of_face = lib.items(model, ids=[face])
+        image_id = of_face[0].image_id if of_face else None
     found = lib.store.images.find(image_id) if image_id is not None else None
     if found is None:
         st.info(f"Open a photo from any {noun(kind)} on the People or Review page.")

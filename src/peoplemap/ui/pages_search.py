@@ -135,6 +135,7 @@ def _hits(r: "QueryResult") -> None:
                 st.markdown(f"**#{rank}** · {common.md_escape(_name(h.path))}  \n"
                             f"similarity {h.similarity:.3f} · {_where(h)}"
                             + (f"  \ntaken {dates.day_label(h.taken)}" if h.taken else ""))
+                common.page_link("photo", "Photo", face=h.item_id)
 
 
 def _technical(results: list["QueryResult"], kind: str) -> None:
