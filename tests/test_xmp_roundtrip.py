@@ -177,3 +177,19 @@ def test_regions_stored_frame_applied_dimensions(tmp_path: Path, orientation: in
     assert r.name == "Ada"
     assert all(abs(a - b) <= 1 for a, b in zip(r.box, box)), (r.box, box)
     assert to_box(rect, W, H) == box
+
+
+def test_a_sidecar_that_cannot_be_read_safely_is_left_alone(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    make_photo(photos / "a.jpg", [((40, 50, 40, 48), COLOURS["Ada"])])
+    bad = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>'  # cut short by a crashed program
+    (photos / "a.xmp").write_bytes(bad)
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        summary = lib.index(photos, model="fakeface")
+        assert [Path(s.path).name for s in summary.skipped] == ["a.xmp"]
+        _name_faces(lib, {"a.jpg": {"Ada": (40, 50, 40, 48)}})
+        [change] = lib.export_xmp()
+    assert change.action == "refused" and "malformed XML" in change.reason
+    assert change.target.endswith("a.xmp") and (photos / "a.xmp").read_bytes() == bad
+    assert not (photos / "a.jpg.xmp").exists()

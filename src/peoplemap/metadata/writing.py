@@ -97,14 +97,17 @@ def write_sidecar(photo: PhotoFaces, *, dry_run: bool, max_bytes: int) -> XmpCha
     if dry_run:
         return change
     pyexiv2 = exiv2()
-    with EXIV2_LOCK:
-        img = pyexiv2.ImageData(data)
-        try:
-            _rewrite(img, xmp, values)
-            out = img.get_bytes()
-        finally:
-            img.close()
-    _replace(target, out, None if not exists else os.stat(target).st_mode)
+    try:
+        with EXIV2_LOCK:
+            img = pyexiv2.ImageData(data)
+            try:
+                _rewrite(img, xmp, values)
+                out = img.get_bytes()
+            finally:
+                img.close()
+        _replace(target, out, None if not exists else os.stat(target).st_mode)
+    except (RuntimeError, OSError) as e:  # a read-only folder, a full disk: this photo only
+        return XmpChange(photo.path, target, "refused", reason=f"cannot write the sidecar: {e}")
     return change
 
 
@@ -146,6 +149,17 @@ def write_original(photo: PhotoFaces, *, dry_run: bool, backup_dir: Path) -> Xmp
     change = XmpChange(photo.path, photo.path, "update", added, updated)
     if dry_run:
         return change
+    try:
+        _backup_and_write(photo, xmp, values, raw, exif, iptc, backup_dir)
+    except (RuntimeError, OSError) as e:  # the photo is as it was (written through a copy)
+        return XmpChange(photo.path, photo.path, "refused", reason=f"cannot write the photo: {e}")
+    return change
+
+
+def _backup_and_write(photo: PhotoFaces, xmp: dict[str, Any], values: dict[str, Any], raw: str,
+                      exif: dict[str, Any], iptc: dict[str, Any], backup_dir: Path) -> None:
+    """Save the photo's metadata as it is, then write `values` into it through a copy."""
+    pyexiv2 = exiv2()
     backup_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tag = hashlib.sha256(photo.path.encode("utf-8", "surrogateescape")).hexdigest()[:10]
@@ -169,7 +183,6 @@ def write_original(photo: PhotoFaces, *, dry_run: bool, backup_dir: Path) -> Xmp
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return change
 
 
 def write_regions(photos: list[PhotoFaces], *, dry_run: bool = False, into_originals: bool = False,
