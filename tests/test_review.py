@@ -51,7 +51,7 @@ def test_unsorted_faces_come_as_a_group_with_their_candidate(library, tmp_path):
     assert any(set(loose) <= set(g.item_ids) for g in unsorted)
     g = next(g for g in unsorted if set(loose) <= set(g.item_ids))
     # rejected from Ada: the candidate is never Ada for these faces
-    assert g.candidate_id != target.id
+    assert g.candidate_id != target.id  # rejected from Ada: never offered to Ada again
     p = library.new_person(loose, "Ada again", "fake")
     assert set(p.item_ids) == set(loose)
     library.cluster(model="fake")

@@ -34,6 +34,9 @@ GROUP_DISTANCE = 0.40
 """Unsorted faces closer than this (Euclidean, unit vectors) that are each among the other's
 GROUP_K nearest go in one review group (mutual neighbours: no chains through crowds of strangers).
 Models with a match distance use the largest of the two."""
+ASK_DISTANCE = 0.5
+"""Unsorted faces whose nearest person is within this are asked about together: "Are these <name>?"
+(beyond it, a group is a "Who is this?" question with its best guess)."""
 GROUP_K = 5
 GROUP_MAX = 40
 """A group larger than this is split again at a stricter distance: a question must fit a screen."""
@@ -182,6 +185,14 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
             if index is not None:
                 cand, dist = _candidate(index, X[loose[comp]], item_ids, people, rows, X, rejected)
             groups.append(ReviewGroup(item_ids, cand, names.get(cand) if cand else None, dist))
+        # Faces the user already said "none of them" to are offered again only to a person within
+        # the match distance; otherwise they come as "Who is this?" (no candidate): strangers and
+        # junk are not offered to everyone in turn.
+        strict = match if match is not None else GROUP_DISTANCE
+        groups = [g if not all(i in rejected for i in g.item_ids) or
+                  (g.distance is not None and g.distance <= strict) else
+                  ReviewGroup(g.item_ids, None, None, None) for g in groups]
+        groups = _by_candidate(groups, ASK_DISTANCE)
         # likeliest answers first: a group whose candidate is close is one "yes" for all its faces
         groups.sort(key=lambda g: ((g.distance if g.distance is not None else 9.0) / len(g.item_ids) ** 0.25,
                                    -len(g.item_ids)))
@@ -189,6 +200,27 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
     if include_uncertain and len(groups) < limit:
         groups.extend(_uncertain(lib, model, people, X, pos, limit - len(groups)))
     return groups[:limit]
+
+
+def _by_candidate(groups: list[ReviewGroup], ask: float) -> list[ReviewGroup]:
+    """Groups whose candidate is the same person, within `ask` of it, asked as one question
+    ("Are these Ada?"), nearest first, at most GROUP_MAX faces a question."""
+    near: dict[int, list[ReviewGroup]] = {}
+    out: list[ReviewGroup] = []
+    for g in groups:
+        if g.candidate_id is not None and g.distance is not None and g.distance <= ask:
+            near.setdefault(g.candidate_id, []).append(g)
+        else:
+            out.append(g)
+    for parts in near.values():
+        parts.sort(key=lambda g: g.distance)
+        faces = [i for g in parts for i in g.item_ids]
+        dists = [g.distance for g in parts for _i in g.item_ids]
+        for a in range(0, len(faces), GROUP_MAX):
+            chunk = dists[a:a + GROUP_MAX]
+            out.append(ReviewGroup(faces[a:a + GROUP_MAX], parts[0].candidate_id, parts[0].candidate_name,
+                                   round(float(np.median(chunk)), 4)))
+    return out
 
 
 def _groups(X: np.ndarray, threshold: float) -> list[list[int]]:
