@@ -236,3 +236,39 @@ def test_date_words_and_the_search_filter() -> None:
     in_2019 = dates.only([r], lambda t: bool(t) and t.startswith("2019"), 5)[0]
     assert [h.item_id for h in in_2019.hits] == [0, 3]
     assert [h.item_id for h in dates.only([r], lambda t: True, 2)[0].hits] == [0, 1]
+
+
+def test_names_given_elsewhere_after_indexing_come_in_on_the_next_index(tmp_path: Path) -> None:
+    """A sidecar written (by another program) after the photo was indexed is read on the next
+    index run without redoing the photo: its regions name the faces, a face the detector missed
+    is added. Sidecars peoplemap wrote itself are not read back as the user's names."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for k in range(3):
+        make_photo(photos / f"p{k}.jpg", [(ADA, RED), (BOB, BLUE), (MISSED, YELLOW)], seed=k)
+    with Library.open(tmp_path / "lib", create=True, settings=_settings(tmp_path)) as lib:
+        lib.index(photos, model="fakeface")
+        before = {it.id: it.box for it in lib.items()}
+        assert len(before) == 6 and lib.people() == []
+        write_tags(photos / "p0.jpg.xmp", mwg_tags([("Ada", ADA), ("Yan", MISSED)], 320, 240),
+                   original=photos / "p0.jpg")
+        s = lib.index(photos, model="fakeface")
+        assert s.unchanged == 3 and s.items_added == 1  # only Yan's face is new
+        after = {it.id: it.box for it in lib.items()}
+        assert {k: v for k, v in after.items() if k in before} == before  # nothing redone
+        who = _who(lib)
+        assert {f for f, _ in who["Ada"]} >= {"p0.jpg"} and [f for f, _ in who["Yan"]] == ["p0.jpg"]
+        ada = next(p for p in lib.people() if p.name == "Ada")
+        assert all(_confirmed(lib).get(i) == ada.id for i in ada.item_ids if
+                   Path(lib.items(ids=[i])[0].path).name == "p0.jpg")
+
+        # Clustering puts Ada's other faces with her, unconfirmed; an export writes them out...
+        lib.cluster()
+        ada = next(p for p in lib.people() if p.name == "Ada")
+        assert ada.size == 3
+        unconfirmed = [i for i in ada.item_ids if i not in _confirmed(lib)]
+        assert len(unconfirmed) == 2
+        assert {c.action for c in lib.export_xmp()} <= {"create", "update"}
+        # ... and the next index does not take them back as the user's own names.
+        lib.index(photos, model="fakeface")
+        assert [i for i in unconfirmed if i in _confirmed(lib)] == []

@@ -97,6 +97,7 @@ def export_xmp(lib: "Library", *, model: Optional[str] = None, dry_run: bool = F
     per photo (merged with what it holds), or, into_originals=True, into the photos themselves
     (their metadata saved first in the library's metadata-backups folder). dry_run: only say what
     would change. Returns one peoplemap.metadata.writing.XmpChange per photo with named faces."""
+    from .metadata import sidecar_paths
     from .metadata.regions import NamedBox
     from .metadata.writing import PhotoFaces, write_regions
     from .people import list_people
@@ -118,8 +119,17 @@ def export_xmp(lib: "Library", *, model: Optional[str] = None, dry_run: bool = F
             if k not in best or f.box[2] * f.box[3] > best[k].box[2] * best[k].box[3]:
                 best[k] = f
         photos.append(PhotoFaces(path, w, h, list(best.values())))
-    return write_regions(photos, dry_run=dry_run, into_originals=into_originals,
-                         backup_dir=lib.path / BACKUPS, max_bytes=lib.settings.max_sidecar_bytes)
+    changes = write_regions(photos, dry_run=dry_run, into_originals=into_originals,
+                            backup_dir=lib.path / BACKUPS, max_bytes=lib.settings.max_sidecar_bytes)
+    # A sidecar we wrote says what the library knows: the next index must not read it back as
+    # the user's own names (which would confirm every face clustering placed).
+    ids = {path: image_id for image_id, (path, _w, _h) in sizes.items()}
+    for c in changes:
+        if not dry_run and not into_originals and c.action in ("create", "update"):
+            mtimes = [os.stat(p).st_mtime for p in sidecar_paths(c.photo) if os.path.exists(p)]
+            if mtimes:
+                lib.store.photos.regions_read(ids[c.photo], max(mtimes), [], [], [])
+    return changes
 
 
 def _parent_ok(out: Path) -> None:

@@ -139,9 +139,10 @@ def finish_run(lib: "Library", root: str, plan: "FolderDiff", summary: IndexSumm
     t = time.perf_counter()
     forget_gone(lib, plan)
     summary.removed = len(plan.gone_images)
-    from .metadata.importing import apply_region_names, backfill_metadata
+    from .metadata.importing import apply_region_names, backfill_metadata, reread_sidecars
 
     backfill_metadata(lib, root)
+    summary.items_added += reread_sidecars(lib, root, summary.model, plan.sidecars)
     apply_region_names(lib, summary.model)
     stages["write"] += time.perf_counter() - t
     summary.skipped = lib.store.images.skipped(root)
@@ -157,6 +158,8 @@ class FolderDiff:
     scan_skips: list[Skipped]
     gone_images: list[int]
     gone_skipped: list[str]
+    sidecars: dict[str, float] = field(default_factory=dict)
+    """XMP sidecars found (path -> mtime): read with their photos, never indexed themselves."""
 
 
 def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -> FolderDiff:
@@ -169,10 +172,12 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
     known_skipped = lib.store.images.skipped_under(root)
     jobs: list[Job] = []
     seen: set[str] = set()
+    sidecars: dict[str, float] = {}
     for e in entries:
         seen.add(e.path)
         if is_sidecar(e.path):
-            continue  # an XMP sidecar: read with its photo (peoplemap.metadata), not an image
+            sidecars[e.path] = e.mtime  # read with its photo (peoplemap.metadata), not an image
+            continue
         k = known.get(e.path)
         if k is not None:
             iid, size, mtime, done = k
@@ -193,7 +198,7 @@ def diff_folder(lib: "Library", root: str, set_id: int, summary: IndexSummary) -
     summary.files_seen = sum(not is_sidecar(e.path) for e in entries)
     gone_images = [iid for p, (iid, *_rest) in known.items() if p not in seen]
     gone_skipped = [p for p in known_skipped if p not in seen]
-    return FolderDiff(jobs, scan_skips, gone_images, gone_skipped)
+    return FolderDiff(jobs, scan_skips, gone_images, gone_skipped, sidecars)
 
 
 def forget_gone(lib: "Library", plan: FolderDiff) -> None:

@@ -250,6 +250,11 @@ def read_photo(path: str, width: int, height: int, settings: Settings, *,
                 continue
             meta.sidecars.append(side)
             try:
+                mtime = os.stat(side).st_mtime
+                meta.sidecar_mtime = max(meta.sidecar_mtime or mtime, mtime)
+            except OSError:
+                pass
+            try:
                 packet = read_sidecar(side, settings.max_sidecar_bytes)
             except SidecarRefused as e:
                 log.info("sidecar %s not used: %s", side, e)

@@ -211,7 +211,8 @@ CREATE TABLE photo_meta (
     taken TEXT,            -- local date and time the camera wrote: 'YYYY-MM-DD HH:MM:SS'
     utc_offset TEXT,       -- '+02:00' when the camera recorded it (EXIF OffsetTimeOriginal)
     orientation INTEGER,   -- EXIF orientation 1-8
-    latitude REAL, longitude REAL, altitude REAL
+    latitude REAL, longitude REAL, altitude REAL,
+    sidecar_mtime REAL     -- newest mtime of the XMP sidecars its face regions were read from
 );
 CREATE INDEX photo_meta_taken ON photo_meta(taken);
 -- The name a face region in a photo's XMP gave an item. applied: made a confirmed member of the

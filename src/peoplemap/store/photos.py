@@ -19,9 +19,9 @@ def write_meta(c: sqlite3.Connection, image_id: int, meta: PhotoMeta, now: float
     """Inside the caller's transaction (an index batch): the photo's metadata, and its sidecars'
     problems as skipped files (earlier problems of the same sidecars cleared)."""
     c.execute("INSERT OR REPLACE INTO photo_meta(image_id, taken, utc_offset, orientation, latitude, "
-              "longitude, altitude) VALUES (?,?,?,?,?,?,?)",
+              "longitude, altitude, sidecar_mtime) VALUES (?,?,?,?,?,?,?,?)",
               (image_id, meta.taken, meta.utc_offset, meta.orientation, meta.latitude,
-               meta.longitude, meta.altitude))
+               meta.longitude, meta.altitude, meta.sidecar_mtime))
     for side in meta.sidecars:
         c.execute("DELETE FROM skipped WHERE path = ?", (side,))
     for side, reason in meta.sidecar_problems:
@@ -60,8 +60,8 @@ class PhotosRepo:
         out: dict[int, PhotoMeta] = {}
         for chunk in in_chunks([int(i) for i in image_ids]):
             for row in self.db.query(
-                    "SELECT image_id, taken, utc_offset, orientation, latitude, longitude, altitude "
-                    f"FROM photo_meta WHERE image_id IN ({marks(len(chunk))})", chunk):
+                    "SELECT image_id, taken, utc_offset, orientation, latitude, longitude, altitude, "
+                    f"sidecar_mtime FROM photo_meta WHERE image_id IN ({marks(len(chunk))})", chunk):
                 out[int(row[0])] = PhotoMeta(*row[1:])
         return out
 
@@ -96,6 +96,39 @@ class PhotosRepo:
             "JOIN items it ON it.id = pi.item_id JOIN images im ON im.id = it.image_id "
             "LEFT JOIN photo_meta m ON m.image_id = im.id WHERE pi.person_id = ? "
             "GROUP BY im.id ORDER BY m.taken IS NULL, m.taken, im.path", (person_id,))]
+
+    def sidecars_read(self, root: str, set_id: int) -> dict[str, tuple[int, int, int, Optional[float]]]:
+        """path -> (image id, width, height, sidecar mtime when its regions were last read) of the
+        images under root that the set has processed."""
+        from .images import under
+
+        return {p: (int(i), int(w), int(h), m) for i, p, w, h, m in self.db.query(
+            "SELECT i.id, i.path, i.width, i.height, m.sidecar_mtime FROM images i "
+            "JOIN processed pr ON pr.image_id = i.id AND pr.set_id = ? "
+            "LEFT JOIN photo_meta m ON m.image_id = i.id WHERE i.path >= ? AND i.path < ?",
+            (set_id, *under(root)))}
+
+    def regions_read(self, image_id: int, sidecar_mtime: Optional[float], names: Sequence[tuple[int, str]],
+                     problems: Sequence[tuple[str, str]], sidecars: Sequence[str]) -> None:
+        """A photo's sidecars read again: the names their regions give its items (applied at the end
+        of the run), their problems, and when they were read."""
+        now = time.time()
+        with self.db.write() as c:
+            c.execute("INSERT OR IGNORE INTO photo_meta(image_id) VALUES (?)", (image_id,))
+            c.execute("UPDATE photo_meta SET sidecar_mtime = ? WHERE image_id = ?", (sidecar_mtime, image_id))
+            for item_id, name in names:
+                record_name(c, item_id, name)
+            for side in sidecars:
+                c.execute("DELETE FROM skipped WHERE path = ?", (side,))
+            for side, reason in problems:
+                c.execute("INSERT OR REPLACE INTO skipped(path, reason, size, mtime, seen_at) "
+                          "VALUES (?, ?, NULL, NULL, ?)", (side, reason, now))
+
+    def boxes(self, image_id: int, set_id: int) -> list[tuple[int, Optional[tuple[int, int, int, int]]]]:
+        """(item id, box) of the set's items in one image."""
+        return [(int(i), None if x is None else (int(x), int(y), int(w), int(h))) for i, x, y, w, h in
+                self.db.query("SELECT id, x, y, w, h FROM items WHERE image_id = ? AND set_id = ? ORDER BY id",
+                              (image_id, set_id))]
 
     # -- names from face regions -------------------------------------------------------------
     def pending_names(self, set_id: int) -> list[tuple[int, str]]:

@@ -59,6 +59,8 @@ class PhotoMeta:
     latitude: Optional[float] = None
     longitude: Optional[float] = None
     altitude: Optional[float] = None
+    sidecar_mtime: Optional[float] = None
+    """The newest modification time of the sidecars whose regions were read (None: none read)."""
     sidecars: list[str] = field(default_factory=list)
     sidecar_problems: list[tuple[str, str]] = field(default_factory=list)
 
