@@ -272,3 +272,30 @@ def test_names_given_elsewhere_after_indexing_come_in_on_the_next_index(tmp_path
         # ... and the next index does not take them back as the user's own names.
         lib.index(photos, model="fakeface")
         assert [i for i in unconfirmed if i in _confirmed(lib)] == []
+
+
+def test_the_ray_actor_brings_back_names_and_dates(tmp_path: Path) -> None:
+    """A Ray run's actor (called here in-process, read back as the driver reads it) returns the
+    regions' names and the photo's metadata with its faces, as the local paths do."""
+    pytest.importorskip("pyarrow")
+    import numpy as np
+
+    from peoplemap.engine_ray import EmbedBatch, _decode_rows
+    from peoplemap.indexing_work import Job, work_file
+    from peoplemap.ingest import FileEntry
+
+    photos = tmp_path / "photos"
+    _album(photos)
+    exiftool("-overwrite_original", "-DateTimeOriginal=2019:07:14 18:30:05", str(photos / "p0.jpg"))
+    settings = _settings(tmp_path)
+    jobs = [Job(FileEntry(str(photos / f"p{k}.jpg"), 0, 0.0), None) for k in range(4)]
+    actor = EmbedBatch("fakeface", settings, "metadata_helpers")
+    table = actor({"i": np.arange(len(jobs)), "path": np.array([j.entry.path.encode() for j in jobs],
+                                                               dtype=object)})
+    ray = [res for _i, res, _secs in _decode_rows(table, jobs, actor._e.dim)]
+    local = [work_file(actor._e, j, settings) for j in jobs]
+    for a, b in zip(ray, local):
+        assert a.names == b.names and [r.box for r in a.regions] == [r.box for r in b.regions]
+        assert a.meta == b.meta
+    assert ray[0].meta.taken == "2019-07-14 18:30:05" and "Yan" in ray[0].names
+    assert ray[2].meta.sidecars == [str(photos / "p2.xmp")]

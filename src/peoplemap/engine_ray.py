@@ -22,6 +22,7 @@ same path (a shared filesystem).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ from .errors import InputError, ModelError, PeoplemapError
 from .indexing import IndexSummary, diff_folder, finish_run, write_results
 from .indexing_work import FileResult, Job, embed_files, open_model, work_file
 from .ingest import FileEntry
+from .store.records import PhotoMeta
 from .types import ProgressCallback, Region, no_progress
 
 if TYPE_CHECKING:
@@ -319,7 +321,25 @@ def _decode_rows(table: Any, jobs: list[Job],
             vectors = np.frombuffer(cols["vectors"][r], dtype=np.float32).reshape(len(regions), dim)
             res = FileResult(job, cols["sha256"][r], int(cols["width"][r]), int(cols["height"][r]),
                              cols["format"][r], regions=regions, vectors=vectors.copy())
+            _with_meta(res, cols["meta"][r] if "meta" in cols else None)
         yield i, res, secs
+
+
+def _meta_json(res: FileResult) -> str:
+    """What the photo's metadata said (peoplemap.metadata), for the trip back to the driver."""
+    return json.dumps({"names": res.names,
+                       "meta": None if res.meta is None else dataclasses.asdict(res.meta)})
+
+
+def _with_meta(res: FileResult, text: Optional[str]) -> None:
+    if not text:
+        return
+    d = json.loads(text)
+    res.names = list(d.get("names") or [])
+    m = d.get("meta")
+    if m:
+        m["sidecar_problems"] = [tuple(p) for p in m.get("sidecar_problems", [])]
+        res.meta = PhotoMeta(**m)
 
 
 # -- the actors ----------------------------------------------------------------------------------
@@ -350,7 +370,7 @@ class EmbedBatch:
         except ModelError as err:  # ends the run: sent back, raised by the driver
             error = str(err)
 
-        shas, widths, heights, formats, regs, vecs, why = [], [], [], [], [], [], []
+        shas, widths, heights, formats, regs, vecs, why, metas = [], [], [], [], [], [], [], []
         for res in results:
             ok = error is None and res.reason is None
             shas.append(res.sha256 if ok else None)
@@ -362,9 +382,11 @@ class EmbedBatch:
                                         for r in res.regions]))
                 vecs.append(np.ascontiguousarray(res.vectors, dtype=np.float32).tobytes())
                 why.append(None)
+                metas.append(_meta_json(res))
             else:
                 regs.append(None)
                 vecs.append(None)
+                metas.append(None)
                 why.append(None if res.reason is None else res.reason.encode("utf-8", "surrogatepass"))
         return pa.table({
             "i": pa.array(idx, pa.int64()),
@@ -375,6 +397,7 @@ class EmbedBatch:
             "regions": pa.array(regs, pa.string()),
             "vectors": pa.array(vecs, pa.binary()),
             "reason": pa.array(why, pa.binary()),
+            "meta": pa.array(metas, pa.string()),
             "error": pa.array([error] * n, pa.string()),
             "decode_s": pa.array([r.decode_s for r in results], pa.float64()),
             "detect_s": pa.array([r.detect_s for r in results], pa.float64()),
