@@ -133,3 +133,20 @@ def test_grid_orders() -> None:
     ids = {how: [p.id for p in sort_people(people, how)] for how in ("named", "size", "name", "recent")}
     assert ids == {"named": [3, 2, 1, 4], "size": [1, 3, 2, 4], "name": [3, 2, 1, 4],
                    "recent": [4, 2, 3, 1]}
+
+
+def test_not_now_puts_a_question_off(lib_env) -> None:
+    lib_dir, _f = lib_env
+    at = _run("pages_review")
+
+    def questions(at) -> list[str]:
+        return [m.value for m in at.markdown if m.value.startswith("**Are these") or
+                m.value.startswith("**Is this") or m.value.startswith("**Who")]
+    first = questions(at)[0]
+    assert first.startswith("**Are these Bert?"), questions(at)
+    at.button(key=[b.key for b in at.button if b.key.startswith("review_later_")][0]).click()
+    at.run()
+    assert first not in questions(at) and "1 put off for later." in [c.value for c in at.caption]
+    at.button(key="review_unskip").click()
+    at.run()
+    assert questions(at)[0] == first

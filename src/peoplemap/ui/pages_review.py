@@ -68,8 +68,24 @@ def _faces(lib: "Library", model: str, item_ids: list[int], size: int = FACE) ->
 
 
 # -- same person? ---------------------------------------------------------------------------------
+SKIPPED = "review_skipped"
+"""Session key: the questions the user put off ("Not now") in this session."""
+
+
+def _skip(key: str) -> None:
+    st.session_state.setdefault(SKIPPED, set()).add(key)
+
+
+def _skipped(key: str) -> bool:
+    return key in st.session_state.get(SKIPPED, set())
+
+
+def _pair_key(s: "MergeSuggestion") -> str:
+    return f"pair_{min(s.person_id, s.other_id)}_{max(s.person_id, s.other_id)}"
+
+
 def merge_card(lib: "Library", model: str, s: "MergeSuggestion", people: dict[int, "Person"],
-               kind: str, act: Act, where: str) -> None:
+               kind: str, act: Act, where: str, can_skip: bool = False) -> None:
     """Two people side by side; "Same person" merges them, "Different people" remembers."""
     a, b = people.get(s.person_id), people.get(s.other_id)
     if a is None or b is None:
@@ -80,7 +96,7 @@ def merge_card(lib: "Library", model: str, s: "MergeSuggestion", people: dict[in
             with col:
                 st.markdown(f"**{common.md_escape(p.label)}**  \n{count(p.size, kind)}")
                 _faces(lib, model, faces[:4])
-        same, different, _rest = st.columns([1, 1, 2])
+        same, different, later, _rest = st.columns([1, 1, 1, 1])
         key = f"{where}_{min(a.id, b.id)}_{max(a.id, b.id)}"
         if same.button("Same person", key=f"same_{key}", type="primary",
                        help="Merge them: every face goes to one person."):
@@ -97,6 +113,9 @@ def merge_card(lib: "Library", model: str, s: "MergeSuggestion", people: dict[in
                 lib.mark_different(a.id, b.id, model)
                 return f"{a.label} and {b.label} are different people."
             act(where, apart)
+        if can_skip:
+            later.button("Not now", key=f"later_{key}", on_click=_skip, args=(_pair_key(s),),
+                         help="Ask later (this question comes back next time).")
 
 
 # -- who is this? ---------------------------------------------------------------------------------
@@ -118,7 +137,7 @@ def _question(g: "ReviewGroup", candidate: Optional["Person"], kind: str) -> str
 
 
 def group_card(lib: "Library", model: str, g: "ReviewGroup", people: dict[int, "Person"],
-               kind: str, act: Act, where: str) -> None:
+               kind: str, act: Act, where: str, can_skip: bool = False) -> None:
     candidate = people.get(g.candidate_id) if g.candidate_id is not None else None
     key = _group_key(g)
     with st.container(border=True):
@@ -166,6 +185,9 @@ def group_card(lib: "Library", model: str, g: "ReviewGroup", people: dict[int, "
                 thumbs.forget_thumbnails(lib, ticked)
                 return f"Removed {plural_not_faces(n, kind)}."
             act(where, remove)
+        if can_skip:
+            cols[3].button("Not now", key=f"review_later_{key}", on_click=_skip, args=(key,),
+                           help="Ask later (this question comes back next time).")
         _someone_else(lib, model, g, people, ticked, kind, act, where, key)
 
 
@@ -244,20 +266,27 @@ def page() -> None:
     everyone = lib.people(model, include_hidden=True)
     by_id = {p.id: p for p in everyone}
     suggestions, groups = questions(lib, model, everyone)
-    suggestions = [s for s in suggestions if s.person_id in by_id and s.other_id in by_id]
-    groups = [g for g in groups if g.item_ids]
+    suggestions = [s for s in suggestions if s.person_id in by_id and s.other_id in by_id
+                   and not _skipped(_pair_key(s))]
+    groups = [g for g in groups if g.item_ids and not _skipped(_group_key(g))]
 
+    n_skipped = len(st.session_state.get(SKIPPED, ()))
+    if n_skipped:
+        left, right = st.columns([3, 1], vertical_alignment="center")
+        left.caption(f"{n_skipped:,} put off for later.")
+        right.button("Ask them again", key="review_unskip",
+                     on_click=lambda: st.session_state.pop(SKIPPED, None))
     st.subheader(f"Same person? · {len(suggestions)}")
     _flash("suggestions")
     if not suggestions:
         st.caption("No two people look alike enough to ask.")
     for s in suggestions[:SHOWN]:
-        merge_card(lib, model, s, by_id, kind, _act, "suggestions")
+        merge_card(lib, model, s, by_id, kind, _act, "suggestions", can_skip=True)
 
     st.subheader(f"Who is this? · {len(groups)}")
     _flash("groups")
     if not groups:
         st.caption(f"Every {noun(kind)} has its person.")
     for g in groups[:SHOWN]:
-        group_card(lib, model, g, by_id, kind, _act, "groups")
+        group_card(lib, model, g, by_id, kind, _act, "groups", can_skip=True)
     st.session_state.pop(FLASH, None)  # shown once
