@@ -29,6 +29,7 @@ from test_ui_browser import (SERVER_START_S, _free_port, _images_loaded, _no_exc
 from test_ui_people_browser import STRIP, WRAPPER
 
 expect = pytest.importorskip("playwright.sync_api").expect
+PlaywrightError = pytest.importorskip("playwright.sync_api").Error
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -147,6 +148,19 @@ def _done(page, scope, text: str) -> None:
     _no_exceptions(page)
 
 
+def _tick(page, box, ticked: bool) -> None:
+    """Tick or untick a box, again if a rerun that was still drawing the page swallowed the click."""
+    for attempt in range(3):
+        _settled(page)
+        try:
+            box.set_checked(ticked, force=True, timeout=10_000)
+            break
+        except PlaywrightError:
+            if attempt == 2:
+                raise
+    _settled(page)
+
+
 def _people_on_grid(page) -> list[tuple[str, int]]:
     """(label, faces) of every tile of the People grid, in order."""
     tiles = _main(page).locator('[data-testid="stMarkdownContainer"]', has=page.locator("strong"))
@@ -182,8 +196,7 @@ def test_review_answers_survive_reclustering(review_app, page, tmp_path: Path) -
     # -- Review: "Are these Bert?", one face unticked -------------------------------------------
     group = _card(main, page, "Are these Bert? · 2 faces", button="Yes, Bert")
     keep, out = f["held"]
-    group.get_by_role("checkbox", name=f"#{out}", exact=True).uncheck(force=True)
-    _settled(page)
+    _tick(page, group.get_by_role("checkbox", name=f"#{out}", exact=True), False)
     expect(group.get_by_role("checkbox", name=f"#{out}", exact=True)).not_to_be_checked()
     group.get_by_role("button", name="Yes, Bert", exact=True).click()
     _done(page, main, "1 face confirmed as Bert; 1 marked as not Bert.")
@@ -193,7 +206,7 @@ def test_review_answers_survive_reclustering(review_app, page, tmp_path: Path) -
     page.goto(url + f"/people?person={f['cleo']}")
     dialog.get_by_text(re.compile(r"^Cleo · 6 faces$")).wait_for()
     _settled(page)
-    dialog.get_by_role("checkbox", name=f"#{f['cleo_out']}", exact=True).check(force=True)
+    _tick(page, dialog.get_by_role("checkbox", name=f"#{f['cleo_out']}", exact=True), True)
     dialog.get_by_text("1 ticked").wait_for()
     _settled(page)
     dialog.get_by_role("button", name="Not Cleo", exact=True).click()
