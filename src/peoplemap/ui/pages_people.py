@@ -160,7 +160,7 @@ def _grid_controls(lib: "Library", everyone: list["Person"], kind: str) -> tuple
     """Sort, "show hidden", "hide people seen fewer than N times" (kept in the library for every
     session) and hiding every unnamed person at once; returns the people to show and a caption."""
     if MIN_FACES not in st.session_state:
-        st.session_state[MIN_FACES] = max(1, common.app_setting(lib, MIN_FACES, 1))
+        st.session_state[MIN_FACES] = min(1000, max(1, common.app_setting(lib, MIN_FACES, 1)))
     a, b, c = st.columns([2, 2, 1], vertical_alignment="bottom")
     how = a.selectbox("Sort", list(SORTS), format_func=SORTS.get, key="people_sort")
     least = b.number_input("Hide people seen fewer than … times", min_value=1, max_value=1000, step=1,

@@ -147,7 +147,8 @@ def _photo_canvas(drawn: bytes, width: int, height: int, image_id: int) -> None:
     b = boxes[-1]
     x0, x1 = sorted(float(v) for v in b["x"][:2])
     y0, y1 = sorted(float(v) for v in b["y"][:2])
-    x0, y0 = max(0, round(x0)), max(0, round(y0))
+    # within the fields' limits: a box dragged past the photo's edge stops at the edge
+    x0, y0 = min(max(0, round(x0)), width - 1), min(max(0, round(y0)), height - 1)
     x1, y1 = min(width, round(x1)), min(height, round(y1))
     box = (x0, y0, max(1, x1 - x0), max(1, y1 - y0))
     if st.session_state.get(DRAWN) != (image_id, box):  # a new drawing: fill in the fields
