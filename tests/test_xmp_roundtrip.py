@@ -193,3 +193,40 @@ def test_a_sidecar_that_cannot_be_read_safely_is_left_alone(tmp_path: Path) -> N
     assert change.action == "refused" and "malformed XML" in change.reason
     assert change.target.endswith("a.xmp") and (photos / "a.xmp").read_bytes() == bad
     assert not (photos / "a.jpg.xmp").exists()
+
+
+def test_region_mapping_rules() -> None:
+    """The hand-written part: which regions count and how their areas become boxes."""
+    from peoplemap.metadata.regions import match, merge_sources, mp_regions, mwg_regions, regions_of
+
+    L = "Xmp.mwg-rs.Regions/mwg-rs:RegionList"
+    xmp = {
+        f"{L}[1]/mwg-rs:Name": "  Ada   Lovelace ", f"{L}[1]/mwg-rs:Type": "Face",
+        **{f"{L}[1]/mwg-rs:Area/stArea:{k}": v for k, v in zip("xywh", ("0.5", "0.5", "0.25", "0.5"))},
+        f"{L}[2]/mwg-rs:Name": "Rex", f"{L}[2]/mwg-rs:Type": "Pet",  # not a face
+        **{f"{L}[2]/mwg-rs:Area/stArea:{k}": v for k, v in zip("xywh", ("0.2", "0.2", "0.1", "0.1"))},
+        f"{L}[3]/mwg-rs:Area/stArea:unit": "pixel",  # pixels of AppliedToDimensions
+        **{f"{L}[3]/mwg-rs:Area/stArea:{k}": v for k, v in zip("xywh", ("100", "50", "40", "20"))},
+        "Xmp.mwg-rs.Regions/mwg-rs:AppliedToDimensions/stDim:w": "400",
+        "Xmp.mwg-rs.Regions/mwg-rs:AppliedToDimensions/stDim:h": "200",
+        f"{L}[4]/mwg-rs:Name": "Broken", f"{L}[4]/mwg-rs:Area/stArea:x": "nan",
+        "Xmp.MP.RegionInfo/MPRI:Regions[1]/MPReg:PersonDisplayName": "Ada Lovelace",
+        "Xmp.MP.RegionInfo/MPRI:Regions[1]/MPReg:Rectangle": "0.375, 0.25, 0.25, 0.5",  # = region 1
+        "Xmp.MP.RegionInfo/MPRI:Regions[2]/MPReg:PersonDisplayName": "Bob",
+        "Xmp.MP.RegionInfo/MPRI:Regions[2]/MPReg:Rectangle": "0.0, 0.0, 0.1, 0.2",
+        "Xmp.MP.RegionInfo/MPRI:Regions[3]/MPReg:Rectangle": "not, a, rectangle",
+    }
+    got = mwg_regions(xmp, 800, 400, 1, "x")
+    assert [(r.name, r.box) for r in got] == [("Ada Lovelace", (300, 100, 200, 200)), (None, (160, 80, 80, 40))]
+    assert [(r.name, r.box) for r in mp_regions(xmp, 800, 400, "x")] == [
+        ("Ada Lovelace", (300, 100, 200, 200)), ("Bob", (0, 0, 80, 80))]
+    both = regions_of(xmp, 800, 400, 1, "x")  # the same face in both forms counts once
+    assert [r.name for r in both] == ["Ada Lovelace", None, "Bob"]
+    # Sources in order (sidecars, then the photo): a name fills in an unnamed region of the same face.
+    merged = merge_sources([[both[1]], [type(both[1])((162, 80, 80, 40), "Cy", "mwg", "y")]])
+    assert [r.name for r in merged] == ["Cy"]
+    merged = merge_sources([[type(both[1])((162, 80, 80, 40), None, "mwg", "y")], [both[0], both[1]]])
+    assert [r.name for r in merged] == [None, "Ada Lovelace"]
+    # Matching: best overlaps first, one region per face, weak overlaps not matched.
+    pairs, unmatched = match(both, [(310, 110, 190, 190), None, (0, 0, 20, 20), (165, 82, 78, 38)])
+    assert pairs == {0: 0, 3: 1} and unmatched == [2]
