@@ -184,7 +184,8 @@ def search(query_images: tuple[str, ...], library: str, k: int, model: Optional[
             click.echo(f"{what}: {_verdict(r, clustered, detail=True)}")
             for rank, h in enumerate(r.hits, 1):
                 who = person_label(h.person, h.person_id) or "unsorted"
-                click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {who:20s} {h.path}")
+                when = f"  (taken {h.taken[:10]})" if h.taken else ""
+                click.echo(f"  {rank:2d}. {h.similarity:6.3f}  {who:20s} {h.path}{when}")
 
 
 def _verdict(r, clustered: bool, detail: bool = False) -> str:
