@@ -157,12 +157,12 @@ def group_card(lib: "Library", model: str, g: "ReviewGroup", people: dict[int, "
                                 help="Untick a face that is not this person.")
                     common.page_link("photo", "Photo", photo=it.image_id, face=it.id)
         ticked, unticked = _ticked(g)
-        cols = st.columns(4)
+        cols = iter(st.columns(4))  # the buttons there are, from the left
         if candidate is not None:
-            if cols[0].button(f"Yes, {_short(candidate.label)}", key=f"review_yes_{key}",
-                              type="primary", disabled=not ticked,
-                              help=f"The ticked {noun(kind, 2)} are {candidate.label}; unticked "
-                                   f"ones are not, for good."):
+            if next(cols).button(f"Yes, {_short(candidate.label)}", key=f"review_yes_{key}",
+                                 type="primary", disabled=not ticked,
+                                 help=f"The ticked {noun(kind, 2)} are {candidate.label}; "
+                                      "unticked ones are not, for good."):
                 def yes() -> str:
                     lib.confirm_items(candidate.id, ticked, model)
                     if unticked:
@@ -170,24 +170,28 @@ def group_card(lib: "Library", model: str, g: "ReviewGroup", people: dict[int, "
                     return (f"{count(len(ticked), kind)} confirmed as {candidate.label}"
                             + (f"; {len(unticked)} marked as not {candidate.label}." if unticked else "."))
                 act(where, yes)
-            if cols[1].button("None of them", key=f"review_none_{key}",
-                              help=f"None of these is {candidate.label}; they are never "
-                                   f"suggested as {candidate.label} again."):
+            none_label = "None of them" if len(g.item_ids) > 1 else f"Not {_short(candidate.label)}"
+            if next(cols).button(none_label, key=f"review_none_{key}",
+                                 help=f"Not {candidate.label}: never suggested as "
+                                      f"{candidate.label} again."):
                 def none() -> str:
                     lib.reject_items(candidate.id, g.item_ids, model)
+                    if len(g.item_ids) == 1:
+                        return f"That {noun(kind)} is not {candidate.label}."
                     return f"None of the {count(len(g.item_ids), kind)} is {candidate.label}."
                 act(where, none)
-        if cols[2].button("Not faces", key=f"review_notface_{key}", disabled=not ticked,
-                          help=f"The ticked ones are not {noun(kind, 2)} at all (false detections): "
-                               "removed for good."):
+        if next(cols).button("Not faces" if len(g.item_ids) > 1 else f"Not a {noun(kind)}",
+                             key=f"review_notface_{key}", disabled=not ticked,
+                             help=f"The ticked ones are not {noun(kind, 2)} at all (false "
+                                  "detections): removed for good."):
             def remove() -> str:
                 n = lib.not_a_face(ticked, model)
                 thumbs.forget_thumbnails(lib, ticked)
                 return f"Removed {plural_not_faces(n, kind)}."
             act(where, remove)
         if can_skip:
-            cols[3].button("Not now", key=f"review_later_{key}", on_click=_skip, args=(key,),
-                           help="Ask later (this question comes back next time).")
+            next(cols).button("Not now", key=f"review_later_{key}", on_click=_skip, args=(key,),
+                              help="Ask later (this question comes back next time).")
         _someone_else(lib, model, g, people, ticked, kind, act, where, key)
 
 
@@ -214,7 +218,8 @@ def _someone_else(lib: "Library", model: str, g: "ReviewGroup", people: dict[int
                                key=f"review_who_{key}")
         else:
             who = st.text_input(label, key=f"review_who_{key}", max_chars=200, placeholder=hint)
-        if st.form_submit_button(f"Give the ticked {noun(kind, 2)} to them"):
+        if st.form_submit_button(f"Give the ticked {noun(kind, 2)} to them" if len(g.item_ids) > 1
+                                 else f"Give this {noun(kind)} to them"):
             if not who or not str(who).strip():
                 st.error("Pick or type who they are first.")
             elif not ticked:
