@@ -1,5 +1,6 @@
 """The Timeline page in a real browser (headless Chromium): a person's photos by year and month,
 from EXIF dates the test stamps on generated photos with exiftool; names come from face regions.
+The Search page shows each hit's date and filters by it.
 """
 from __future__ import annotations
 
@@ -31,12 +32,20 @@ STAMPS = {  # photo -> (date taken, who is in it)
 }
 
 
-@pytest.fixture
-def timeline_app(tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
+WRAPPER = """import runpy, sys
+sys.path.insert(0, {tests!r})
+import metadata_helpers  # registers fakeface, for the search page
+runpy.run_path({app!r}, run_name="__main__")
+"""
+
+
+@pytest.fixture(scope="module")
+def timeline_app(tmp_path_factory) -> Iterator[tuple[str, dict[str, int], Path]]:
     from peoplemap.config import Settings
     from peoplemap.library import Library
-    from peoplemap.ui.launch import start_app
+    from peoplemap.ui import launch
 
+    tmp_path = tmp_path_factory.mktemp("timeline")
     photos = tmp_path / "photos"
     photos.mkdir()
     for k, (name, (taken, who)) in enumerate(STAMPS.items()):
@@ -50,20 +59,24 @@ def timeline_app(tmp_path: Path) -> Iterator[tuple[str, dict[str, int]]]:
         lib.index(photos, model="fakeface")
         ids = {p.name: p.id for p in lib.people()}
         assert set(ids) == {"Ada", "Bob"}
-    log = tmp_path / "streamlit.log"
+    wrapper = tmp_path / "app_with_fakeface.py"
+    wrapper.write_text(WRAPPER.format(tests=str(Path(__file__).parent), app=str(launch.APP)))
     port = _free_port()
+    cmd = [str(wrapper) if c == str(launch.APP) else c
+           for c in launch.app_command(str(lib_dir), port=port, address="127.0.0.1")]
+    log = tmp_path / "streamlit.log"
     with open(log, "wb") as out:
-        proc = start_app(str(lib_dir), port=port, address="127.0.0.1", stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log, SERVER_START_S)
-        yield url, ids
+        yield url, ids, photos
     finally:
         _stop(proc)
 
 
 def test_timeline_by_year_and_month(timeline_app, page, tmp_path: Path) -> None:
-    url, ids = timeline_app
+    url, ids, _photos = timeline_app
     main = page.locator('[data-testid="stMain"]')
     page.goto(url + "/timeline")
     page.locator("h1", has_text="Timeline").wait_for()
@@ -102,3 +115,23 @@ def test_timeline_by_year_and_month(timeline_app, page, tmp_path: Path) -> None:
     expect(main.get_by_text("December 2020 · 1 photo", exact=True)).to_be_visible()
     _no_exceptions(page)
     _shot(page, tmp_path, "timeline-bob")
+
+
+def test_search_shows_dates_and_filters_by_them(timeline_app, page, tmp_path: Path) -> None:
+    url, _ids, photos = timeline_app
+    main = page.locator('[data-testid="stMain"]')
+    page.goto(url + "/search")
+    page.locator("h1", has_text="Search").wait_for()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(photos / "a1.jpg"))
+    hits = main.locator('[data-testid="stMarkdownContainer"]', has_text=re.compile(r"^#\d+ · "))
+    _wait_for(page, hits.first)
+    _settled(page)
+    expect(hits).to_have_count(7)  # every face in the library: Ada's 5 and Bob's 2
+    expect(hits.filter(has_text="taken 14 July 2019")).to_have_count(1)
+    expect(hits.filter(has_text="a5.jpg")).to_have_count(1)
+    expect(hits.filter(has_text="a5.jpg").filter(has_text="taken")).to_have_count(0)  # no date
+    main.get_by_text("Photos without a date").click()
+    expect(hits).to_have_count(6)
+    expect(hits.filter(has_text="a5.jpg")).to_have_count(0)
+    _no_exceptions(page)
+    _shot(page, tmp_path, "search-dates")
