@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ..types import Item
 
 PHOTO_WIDTH = 720
+MAX_CANVAS_HEIGHT = 640
 FACE_TILE = 72
 FLASH = "photo_flash"
 """Session key: the last action's (where, message), shown once by the control that did it."""
@@ -133,13 +134,16 @@ def _photo_canvas(drawn: bytes, width: int, height: int, image_id: int) -> None:
     gx, gy = np.meshgrid(np.linspace(0, width, 24), np.linspace(0, height, 24))
     fig.add_trace(go.Scatter(x=gx.ravel(), y=gy.ravel(), mode="markers", hoverinfo="skip",
                              marker={"opacity": 0, "size": 2}, showlegend=False))
-    fig.update_xaxes(range=[0, width], visible=False, fixedrange=True)
-    fig.update_yaxes(range=[height, 0], visible=False, fixedrange=True, scaleanchor="x")
+    # The axes are the photo's own pixels, kept exactly (constrain="domain": a narrower column
+    # shrinks the plot, never widens the range), so a drawn box reads straight off them.
+    fig.update_xaxes(range=[0, width], visible=False, fixedrange=True, constrain="domain")
+    fig.update_yaxes(range=[height, 0], visible=False, fixedrange=True, scaleanchor="x",
+                     constrain="domain")
     fig.update_layout(dragmode="select", margin={"l": 0, "r": 0, "t": 0, "b": 0},
-                      width=shown_w, height=shown_h, plot_bgcolor="white",
+                      height=min(shown_h, MAX_CANVAS_HEIGHT), plot_bgcolor="white",
                       newselection={"line": {"color": "#ffc800", "width": 2}})
     event = st.plotly_chart(fig, key=f"photo_canvas_{image_id}", on_select="rerun",
-                            selection_mode="box", width=shown_w,
+                            selection_mode="box", width="stretch",
                             config={"displayModeBar": False, "scrollZoom": False})
     boxes = (event or {}).get("selection", {}).get("box", []) if event else []
     if not boxes:
@@ -173,12 +177,14 @@ def _add_face(lib: "Library", model: str, image_id: int, width: int, height: int
         y = cols[1].number_input("y", min_value=0, max_value=max(0, height - 1), step=1, key=BOX_KEYS[1])
         w = cols[2].number_input("Width", min_value=1, max_value=max(1, width), step=1, key=BOX_KEYS[2])
         h = cols[3].number_input("Height", min_value=1, max_value=max(1, height), step=1, key=BOX_KEYS[3])
-        who = st.text_input("Who is it? (optional)", key="photo_add_who", max_chars=200,
+        who = st.text_input("Who is it? (optional)", max_chars=200,
+                            key=f"photo_add_who_{st.session_state.get('photo_added', 0)}",
                             placeholder="A name or a person's number; empty: peoplemap decides")
         if st.form_submit_button(f"Add {noun(kind)}", type="primary"):
             def add() -> str:
                 box = (int(x), int(y), int(w), int(h))
                 st.session_state.pop("photo_box_of", None)  # the fields start afresh
+                st.session_state["photo_added"] = st.session_state.get("photo_added", 0) + 1
                 text = who.strip()
                 person = None
                 if text:
