@@ -323,7 +323,6 @@ def write_results(lib: "Library", set_id: int, model: Model, results: Iterable[F
         send()
     if in_flight is not None:
         land(in_flight)
-    progress("index", done, total)
 
 
 def commit_batch(lib: "Library", set_id: int, model: Model, batch: list[_Pending],
