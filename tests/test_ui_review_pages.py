@@ -150,3 +150,18 @@ def test_not_now_puts_a_question_off(lib_env) -> None:
     at.button(key="review_unskip").click()
     at.run()
     assert questions(at)[0] == first
+
+
+def test_tick_all_and_untick_all(lib_env) -> None:
+    """Many faces to tick or untick at once, in a person's dialog."""
+    lib_dir, f = lib_env
+    at = _run("pages_people", person=f["bert"])
+    boxes = [c for c in at.checkbox if c.key and c.key.startswith(f"people_tick_{f['bert']}_")]
+    assert len(boxes) == 7 and not any(c.value for c in boxes)
+    at.button(key=f"people_tickall_{f['bert']}").click()
+    at.run()
+    assert all(c.value for c in at.checkbox if c.key and c.key.startswith(f"people_tick_{f['bert']}_"))
+    assert "**7** ticked" in " ".join(c.value for c in at.caption)
+    at.button(key=f"people_untickall_{f['bert']}").click()
+    at.run()
+    assert not any(c.value for c in at.checkbox if c.key and c.key.startswith(f"people_tick_{f['bert']}_"))

@@ -69,6 +69,13 @@ def _tick(person_id: int, item_id: int) -> None:
         chosen.discard(item_id)
 
 
+def _tick_page(person_id: int, item_ids: list[int], ticked: bool) -> None:
+    chosen = st.session_state.setdefault(SPLIT, {}).setdefault(person_id, set())
+    for i in item_ids:
+        st.session_state[f"people_tick_{person_id}_{i}"] = ticked
+        (chosen.add if ticked else chosen.discard)(i)
+
+
 def _act(where: str, action: Callable[[], str]) -> None:
     """Run a people edit. On success rerun the whole page, so the grid and the dialog are read
     again, with the message shown by the control that did it (`where`) and as a toast; a library
@@ -236,6 +243,7 @@ def _items(lib: "Library", model: str, p: "Person", cover_id: Optional[int]) -> 
                 st.checkbox(f"#{it.id}", value=it.id in chosen, key=f"people_tick_{p.id}_{it.id}",
                             on_change=_tick, args=(p.id, it.id), help=it.path)
                 common.page_link("photo", "Photo", photo=it.image_id, face=it.id)
+    st.session_state[f"people_page_items_{p.id}"] = [it.id for it in items]  # for "Tick all"
     return chosen
 
 
@@ -244,6 +252,12 @@ def _not_this_person(lib: "Library", model: str, p: "Person", chosen: set[int], 
     st.caption(f"Tick the {noun(kind, 2)} above that are wrong, or one to show "
                f"{common.md_escape(p.label)} by.")
     a, b = st.columns(2)
+    if p.size > 3:
+        a.button("Tick all", key=f"people_tickall_{p.id}", on_click=_tick_page,
+                 args=(p.id, st.session_state.get(f"people_page_items_{p.id}", []), True),
+                 help=f"Every {noun(kind)} on this page.")
+        b.button("Untick all", key=f"people_untickall_{p.id}", on_click=_tick_page,
+                 args=(p.id, list(p.item_ids), False))
     if a.button(f"Not {common.short(p.label, 20)}", key=f"people_reject_{p.id}", disabled=not chosen,
                 help=f"The ticked {noun(kind, 2)} are someone else: they leave {p.label} and no "
                      "clustering puts them back."):

@@ -123,6 +123,11 @@ def _group_key(g: "ReviewGroup") -> str:
     return hashlib.sha1(repr(g.item_ids).encode()).hexdigest()[:10]
 
 
+def _tick_all(item_ids: list[int], ticked: bool) -> None:
+    for i in item_ids:
+        st.session_state[f"review_tick_{i}"] = ticked
+
+
 def _ticked(g: "ReviewGroup") -> tuple[list[int], list[int]]:
     ticked = [i for i in g.item_ids if st.session_state.get(f"review_tick_{i}", True)]
     return ticked, [i for i in g.item_ids if i not in set(ticked)]
@@ -147,6 +152,12 @@ def group_card(lib: "Library", model: str, g: "ReviewGroup", people: dict[int, "
                        f"{candidate.label}'s {noun(kind, 2)}.")
         items = lib.items(model, ids=g.item_ids)
         tiles = thumbs.item_thumbnails(lib, items, FACE)
+        if len(items) > 3:  # a big group that is mostly wrong: untick all, then tick the few
+            x, y, _rest = st.columns([1, 1, 4])
+            x.button("Tick all", key=f"review_tickall_{key}", on_click=_tick_all,
+                     args=(g.item_ids, True))
+            y.button("Untick all", key=f"review_untickall_{key}", on_click=_tick_all,
+                     args=(g.item_ids, False))
         per_row = 8
         for row in range(0, len(items), per_row):
             for col, it, tile in zip(st.columns(per_row), items[row:row + per_row],
