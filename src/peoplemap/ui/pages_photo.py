@@ -239,5 +239,6 @@ def page() -> None:
         _photo_canvas(data, width, height, image_id)
     with right:
         _who_is_in_it(lib, model, faces, who, kind)
-    _add_face(lib, model, image_id, width, height, kind)
+    if kind != "image":  # a whole-image model has one item per photo: nothing to miss
+        _add_face(lib, model, image_id, width, height, kind)
     st.session_state.pop(FLASH, None)  # shown once
