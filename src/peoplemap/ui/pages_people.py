@@ -1,6 +1,11 @@
-"""People page: the people of a vector set as a grid of covers (largest first). "View" opens a
-person in a dialog over the grid, where the user is looking, to name, hide, merge, split, pick a
-cover or forget it; each action's message shows next to the control that did it (and as a toast).
+"""People page: the people of a vector set as a grid of covers, named people first, then the
+largest (or by most faces, name or newest), so the grid never leads with a big group of junk the
+user has not looked at. People seen fewer than N times can be left out (a setting kept in the
+library), every unnamed person hidden at once. "View" opens a person in a dialog over the grid,
+where the user is looking, to name, hide, merge, split, pick a cover or forget it, take ticked
+faces out of it ("Not Ada", for good) or remove them as false detections ("Not faces", also for
+a whole person), answer the people who look most like it, and open any face's photo (the Photo
+page); each action's message shows next to the control that did it (and as a toast).
 
 A person is shown everywhere as its name or "Person 12" (its stable number). A tile shows the
 person's cover: the face the user picked, else its best face (peoplemap.people.covers: the most
