@@ -165,3 +165,25 @@ def test_tick_all_and_untick_all(lib_env) -> None:
     at.button(key=f"people_untickall_{f['bert']}").click()
     at.run()
     assert not any(c.value for c in at.checkbox if c.key and c.key.startswith(f"people_tick_{f['bert']}_"))
+
+
+def test_a_persons_own_suggestions_merge_and_open_the_merged_person(lib_env) -> None:
+    from peoplemap.library import Library
+
+    lib_dir, f = lib_env
+    pair = f"{min(f['ada'], f['ada2'])}_{max(f['ada'], f['ada2'])}"
+    at = _run("pages_people", person=f["ada2"])  # the unnamed half of Ada
+    at.button(key=f"same_suggest_{pair}").click()
+    at.run()
+    assert not at.exception
+    assert f"Merged Person {f['ada2']} into Ada: 10 faces." in _success(at)
+    assert at.query_params["person"] in (str(f["ada"]), [str(f["ada"])])  # the dialog shows who is left: Ada
+    with Library.open(lib_dir) as lib:
+        assert lib.person("Ada").size == 10
+
+    at = _run("pages_people", person=f["eve1"])
+    pair = f"{min(f['eve1'], f['eve2'])}_{max(f['eve1'], f['eve2'])}"
+    at.button(key=f"different_suggest_{pair}").click()
+    at.run()
+    with Library.open(lib_dir) as lib:
+        assert not lib.merge_suggestions(person=f["eve1"])
