@@ -276,17 +276,21 @@ def _candidate(index, Q: np.ndarray, item_ids: list[int], people, rows: list[np.
     each face's distance to that person's nearest face decides. People the user rejected any of
     these faces from are left out."""
     k = min(CANDIDATE_K, index.ntotal)
-    _sims, nbrs = index.search(np.ascontiguousarray(Q), k)
+    sims, nbrs = index.search(np.ascontiguousarray(Q), k)
     banned = set().union(*(rejected.get(i, set()) for i in item_ids))
     votes: dict[int, int] = {}
-    for row in nbrs:
-        for n in row:
+    closeness: dict[int, float] = {}
+    for srow, row in zip(sims, nbrs):
+        for sim, n in zip(srow, row):
             if n >= 0 and people[n].id not in banned:
                 votes[int(n)] = votes.get(int(n), 0) + 1
+                closeness[int(n)] = closeness.get(int(n), 0.0) + float(sim)
     if not votes:
         return None, None
     best: tuple[float, int] = (np.inf, -1)
-    for n in sorted(votes, key=lambda q: (-votes[q], q))[:3]:
+    # most votes first; ties (a library with few people: every face votes for every person) go to
+    # the people whose centroids are closest
+    for n in sorted(votes, key=lambda q: (-votes[q], -closeness[q], q))[:3]:
         d = np.sqrt(np.maximum(2.0 - 2.0 * (Q @ X[rows[n]].T), 0.0)).min(axis=1)
         best = min(best, (float(np.median(d)), people[n].id))
     return best[1], round(best[0], 4)
