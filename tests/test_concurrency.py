@@ -26,7 +26,8 @@ from test_crash import committed, make_jpegs
 
 pytestmark = pytest.mark.slow
 
-N_IMAGES = 400
+N_IMAGES = 800
+"""Enough that the first run is still going while a second process starts, even on a busy machine."""
 BATCH = 16
 DEADLINE_S = 120
 
