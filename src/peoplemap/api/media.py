@@ -14,14 +14,13 @@ from __future__ import annotations
 import io
 import math
 import os
-import threading
 import warnings
-from collections import OrderedDict
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..config import Settings
 from ..errors import ImageError
 from ..ingest import decode_image, read_image, sniff_format
+from ..bytecache import ByteCache
 
 if TYPE_CHECKING:
     from ..types import Item
@@ -125,38 +124,7 @@ def check_upload(data: bytes, settings: Settings, limit: int) -> None:
                                   f"{settings.max_image_pixels} pixels")
 
 
-class _Cache:
-    """JPEG bytes by key, least recently used dropped first; bounded by total size."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[tuple, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Optional[bytes]:
-        with self._lock:
-            data = self._data.get(key)
-            if data is not None:
-                self._data.move_to_end(key)
-            return data
-
-    def put(self, key: tuple, data: bytes) -> None:
-        with self._lock:
-            old = self._data.pop(key, None)
-            self._bytes += len(data) - (len(old) if old is not None else 0)
-            self._data[key] = data
-            while self._bytes > self.max_bytes and len(self._data) > 1:
-                _k, dropped = self._data.popitem(last=False)
-                self._bytes -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-
-_thumbs = _Cache(CACHE_BYTES)
+_thumbs = ByteCache(CACHE_BYTES)
 
 
 def forget_cached() -> None:

@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import streamlit as st
 
@@ -272,3 +272,23 @@ def assign_to(lib: "Library", model: str, item_ids: Sequence[int], who: str):
             raise  # a number that is nobody: not a name to give someone
         return lib.new_person(list(item_ids), who, model), True
     return lib.confirm_items(person.id, list(item_ids), model), False
+
+
+def act(flash_key: str, where: str, action: Callable[[], str]) -> None:
+    """Run a user's edit; on success rerun, with its message shown by the control that did it
+    (`flash(flash_key, where)`), and the people pages' caches refreshed; a library error is shown."""
+    try:
+        message = action()
+    except PeoplemapError as e:
+        show_error(e)
+        return
+    st.session_state[flash_key] = (where, message)
+    st.session_state["people_rev"] = st.session_state.get("people_rev", 0) + 1
+    st.rerun()
+
+
+def flash(flash_key: str, where: str) -> None:
+    """The message of the last edit made at `where`, if any."""
+    message = st.session_state.get(flash_key)
+    if message and message[0] == where:
+        st.success(md_escape(message[1]))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 import streamlit as st
 
-from ..errors import InputError, PeoplemapError
+from ..errors import InputError
 from ..people import persons_of
 from ..wording import noun
 from . import common, thumbs
@@ -35,21 +35,11 @@ def _int_param(name: str) -> Optional[int]:
 
 
 def _act(where: str, action) -> None:
-    """Run an edit; on success rerun with its message by the control that did it (and a toast)."""
-    try:
-        message = action()
-    except PeoplemapError as e:
-        common.show_error(e)
-        return
-    st.session_state[FLASH] = (where, message)
-    st.session_state["people_rev"] = st.session_state.get("people_rev", 0) + 1
-    st.rerun()
+    common.act(FLASH, where, action)
 
 
 def _flash(where: str) -> None:
-    flash = st.session_state.get(FLASH)
-    if flash and flash[0] == where:
-        st.success(common.md_escape(flash[1]))
+    common.flash(FLASH, where)
 
 
 def _faces(lib: "Library", model: str, image_id: int) -> list["Item"]:

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 import streamlit as st
 
-from ..errors import PeoplemapError
 from ..wording import count, noun
 from . import common, thumbs
 
@@ -38,22 +37,12 @@ CACHE = "review_cache"
 Act = Callable[[str, Callable[[], str]], None]
 
 
-def _act(where: str, action: Callable[[], str]) -> None:
-    """Run an answer; on success rerun with its message shown where it was given (and a toast)."""
-    try:
-        message = action()
-    except PeoplemapError as e:
-        common.show_error(e)
-        return
-    st.session_state[FLASH] = (where, message)
-    st.session_state["people_rev"] = st.session_state.get("people_rev", 0) + 1
-    st.rerun()
+def _act(where: str, action) -> None:
+    common.act(FLASH, where, action)
 
 
 def _flash(where: str) -> None:
-    flash = st.session_state.get(FLASH)
-    if flash and flash[0] == where:
-        st.success(common.md_escape(flash[1]))
+    common.flash(FLASH, where)
 
 
 def _faces(lib: "Library", model: str, item_ids: list[int], size: int = FACE) -> None:

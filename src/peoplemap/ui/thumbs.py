@@ -14,7 +14,6 @@ import math
 import os
 import threading
 import warnings
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -25,6 +24,7 @@ from ..config import load_settings
 from ..errors import ImageError
 from ..types import Box
 from .common import md_escape, short
+from ..bytecache import ByteCache
 
 if TYPE_CHECKING:
     from ..library import Library
@@ -91,42 +91,7 @@ def _min_side_for_box(path: str, box: Box, size: int) -> Optional[int]:
     return None if need >= short_side else need
 
 
-class _Memory:
-    """Thumbnail bytes kept in memory, least recently used dropped first; bounded by total size.
-    Shared by every session of the app (its values are immutable bytes)."""
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self._data: OrderedDict[tuple, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple) -> Optional[bytes]:
-        with self._lock:
-            data = self._data.get(key)
-            if data is not None:
-                self._data.move_to_end(key)
-            return data
-
-    def put(self, key: tuple, data: bytes) -> None:
-        with self._lock:
-            old = self._data.pop(key, None)
-            self._bytes += len(data) - (len(old) if old is not None else 0)
-            self._data[key] = data
-            while self._bytes > self.max_bytes and len(self._data) > 1:
-                _k, dropped = self._data.popitem(last=False)
-                self._bytes -= len(dropped)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
-_memory = _Memory(MEMORY_BYTES)
+_memory = ByteCache(MEMORY_BYTES)
 
 
 def thumbnail(path: str, box: Optional[Box] = None, size: int = THUMB, square: bool = False) -> bytes:
