@@ -292,3 +292,16 @@ def flash(flash_key: str, where: str) -> None:
     message = st.session_state.get(flash_key)
     if message and message[0] == where:
         st.success(md_escape(message[1]))
+
+
+def open_edit_page(title: str, flash_key: str):
+    """`open_page` for a page where the user edits people: (library, vector set, item kind, the
+    last action's (where, message) or None), with that message shown as a toast; None when empty."""
+    opened = open_page(title)
+    if opened is None:
+        return None
+    lib, model = opened
+    last = st.session_state.get(flash_key)
+    if last:
+        st.toast(md_escape(last[1]))
+    return lib, model, kind_of(lib, model), last

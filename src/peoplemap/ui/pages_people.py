@@ -504,14 +504,10 @@ def _show_person(lib: "Library", model: str, p: "Person", everyone: list["Person
 
 # -- the page -------------------------------------------------------------------------------------
 def page() -> None:
-    opened = common.open_page("People")
+    opened = common.open_edit_page("People", FLASH)
     if opened is None:
         return
-    lib, model = opened
-    kind = common.kind_of(lib, model)
-    flash = st.session_state.get(FLASH)
-    if flash:
-        st.toast(common.md_escape(flash[1]))
+    lib, model, kind, flash = opened
     if flash and flash[0] == "page":
         st.success(common.md_escape(flash[1]))
     c = lib.clustering(model)

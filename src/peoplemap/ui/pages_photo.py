@@ -195,14 +195,10 @@ def _add_face(lib: "Library", model: str, image_id: int, width: int, height: int
 
 
 def page() -> None:
-    opened = common.open_page("Photo")
+    opened = common.open_edit_page("Photo", FLASH)
     if opened is None:
         return
-    lib, model = opened
-    kind = common.kind_of(lib, model)
-    flash = st.session_state.get(FLASH)
-    if flash:
-        st.toast(common.md_escape(flash[1]))
+    lib, model, kind, _last = opened
     image_id, face = _int_param("photo"), _int_param("face")
     if image_id is None and face is not None:  # a face alone (a search hit): its photo
         of_face = lib.items(model, ids=[face])

@@ -253,14 +253,10 @@ def questions(lib: "Library", model: str, people: list["Person"]
 
 
 def page() -> None:
-    opened = common.open_page("Review")
+    opened = common.open_edit_page("Review", FLASH)
     if opened is None:
         return
-    lib, model = opened
-    kind = common.kind_of(lib, model)
-    flash = st.session_state.get(FLASH)
-    if flash:
-        st.toast(common.md_escape(flash[1]))
+    lib, model, kind, _last = opened
     if lib.clustering(model) is None:
         st.info(f"Nothing to review yet: cluster the {noun(kind, 2)} first.")
         common.cluster_controls(lib, model, key="review")
