@@ -68,10 +68,13 @@ def main() -> None:
     Xe = X_all[[pos[i] for i, _ in every]].astype(np.float32)
     ye = np.array([who for _, who in every], dtype=object)
     for prof in args.profiles:
-        lab = Clusterer(prof).fit(X.copy()).labels_
+        # as Library.cluster runs it: the default profile checks its groups against the model's
+        # match distance
+        kw = {"link_distance": lib.match_distance()} if prof == "default" else {}
+        lab = Clusterer(prof, **kw).fit(X.copy()).labels_
         rep = evaluate.clustering_report(y, lab)
         allp = all_photos_report(y, lab, missing)
-        lab_e = Clusterer(prof).fit(Xe.copy()).labels_
+        lab_e = Clusterer(prof, **kw).fit(Xe.copy()).labels_
         out["profiles"][prof] = {"bcubed_f": round(rep["bcubed_f"], 4),
                                  "bcubed_p": round(rep["bcubed_precision"], 4),
                                  "bcubed_r": round(rep["bcubed_recall"], 4),

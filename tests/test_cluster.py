@@ -262,3 +262,40 @@ def test_chinese_whispers_profile_matches_dlib_all_pairs():
     assert ((model.probabilities_ > 0) == kept).all()
     with pytest.raises(InputError, match="threshold"):
         Clusterer("chinese-whispers", threshold=0).fit(X)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def test_link_distance_splits_a_crowd_of_strangers_and_keeps_people_whole() -> None:
+    """HDBSCAN alone joins faces that are each other's nearest but farther apart than the model's
+    match distance (strangers who each appear once); link_distance keeps only chains of pairs
+    closer than it, and attaches a stray face that is clearly nearest one person."""
+    from peoplemap.cluster import refine_by_links
+    from peoplemap.knn import knn_graph
+
+    rng = np.random.default_rng(0)
+    centre = _unit(rng.normal(size=(3, 64)))
+    person_a = _unit(centre[0] + 0.012 * rng.normal(size=(8, 64)))  # pairs ~0.1 apart
+    person_b = _unit(centre[1] + 0.012 * rng.normal(size=(8, 64)))
+    # strangers: 6 unit vectors each ~0.5 from the others (a crowd HDBSCAN may call a cluster)
+    strangers = _unit(centre[2] + 0.045 * rng.normal(size=(6, 64)))
+    stray_a = _unit(person_a.mean(0) + 0.035 * rng.normal(size=64))  # ~0.3 from person a
+    Z = np.vstack([person_a, person_b, strangers, stray_a[None]])
+    dist, nbr, _ = knn_graph(Z, 16)
+    assert dist[16:22, 0].min() > 0.35  # the strangers are not within the link distance
+    # as if HDBSCAN had put a, the strangers and the stray in one cluster, and b in another
+    labels = np.array([0] * 8 + [1] * 8 + [0] * 6 + [NOISE])
+    new, probs = refine_by_links(labels, np.ones(len(Z)), dist, nbr, link=0.32)
+    assert len(set(new[:8])) == 1 and new[0] != NOISE  # a kept whole
+    assert len(set(new[8:16])) == 1 and new[8] not in (NOISE, new[0])  # b kept whole, apart
+    assert (new[16:22] == NOISE).all()  # the crowd is split into unsorted strangers
+    assert new[22] == new[0] and 0 < probs[22] < 1  # the stray joins a, less surely
+    # a profile parameter, checked
+    with pytest.raises(InputError):
+        Clusterer("default", link_distance=-1).fit(Z)
+    with pytest.raises(InputError):
+        Clusterer("seed", link_distance=0.3).fit(Z)
+    fitted = Clusterer("default", link_distance=0.32).fit(Z)
+    assert len(set(fitted.labels_[:8])) == 1 and fitted.labels_[0] != fitted.labels_[8]

@@ -31,6 +31,10 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
         ids, X = ids[keep], X[keep]
     cannot_link = same_image_groups(lib, s.id, ids) if s.item_kind != "image" else None
     progress("cluster", 1, 3)
+    if profile == "default" and "link_distance" not in params:
+        # the default profile checks HDBSCAN's groups against the model's match distance
+        # (cluster.refine_by_links); models without one get HDBSCAN alone
+        params["link_distance"] = lib.match_distance(s.model)
     est = Clusterer(profile, min_cluster_size=min_cluster_size, **params).fit(
         X, cannot_link=cannot_link, progress=progress, copy=False)  # X is ours: normalise in place
     del X
