@@ -192,3 +192,30 @@ def test_no_module_reads_another_modules_private_attributes():
                 offenders.append(f"{p.relative_to(SRC)}:{n.lineno} .{n.attr}")
     allowed = {".O_NOFOLLOW", "._exit", "._getframe"}  # os and sys module constants / functions
     assert [o for o in offenders if not any(o.endswith(a) for a in allowed)] == []
+
+
+def test_touched_photos_keep_their_faces_people_and_decisions(library, photos):
+    """A file whose time changed but whose content did not (touched, restored from a backup,
+    copied back) is the same photo: re-indexing keeps its items, vectors, people and decisions.
+    (It used to copy its items from itself after deleting them: every face of a touched folder
+    was lost.)"""
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    people = library.people("fake")
+    assert people
+    first = people[0]
+    library.name_person(first.id, "Ada")
+    confirmed = library.person(first.id, "fake").item_ids[:2]
+    library.confirm_items(first.id, confirmed, model="fake")
+    before = {it.id: (it.path, it.box) for it in library.items("fake")}
+    later = max(os.stat(p).st_mtime for p, _box in before.values()) + 100
+    for p, _box in before.values():
+        os.utime(p, (later, later))
+    s = library.index(photos, model="fake")
+    assert s.changed == len(before) and s.items_added == 0
+    assert {it.id: (it.path, it.box) for it in library.items("fake")} == before
+    again = library.index(photos, model="fake")
+    assert again.unchanged == len(before)  # the new times were recorded
+    library.cluster(model="fake")
+    ada = library.person("Ada", "fake")
+    assert set(confirmed) <= set(ada.item_ids)

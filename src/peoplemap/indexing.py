@@ -208,7 +208,7 @@ def forget_gone(lib: "Library", plan: FolderDiff) -> None:
 
 def _plan(lib: "Library", set_id: int, dec: FileResult) -> _Pending:
     """A usable file on its way to the writer, with an identical image whose vectors can be reused."""
-    same = lib.store.images.processed_with_sha(set_id, dec.sha256)
+    same = lib.store.images.processed_with_sha(set_id, dec.sha256, prefer=dec.job.image_id)
     return _Pending(dec, reuse_from=same)
 
 

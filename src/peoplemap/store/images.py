@@ -53,10 +53,12 @@ class ImagesRepo:
             "SELECT id, path, sha256 FROM images WHERE path >= ? AND path < ? ORDER BY path",
             under(root))]
 
-    def processed_with_sha(self, set_id: int, sha256: str) -> Optional[int]:
-        """An image with this content that the set has processed already, or None."""
+    def processed_with_sha(self, set_id: int, sha256: str, prefer: Optional[int] = None) -> Optional[int]:
+        """An image with this content that the set has processed already, or None; `prefer` (the
+        file's own image id) first, so that a touched file keeps its own items."""
         row = self.db.one("SELECT i.id FROM images i JOIN processed p ON p.image_id = i.id AND "
-                          "p.set_id = ? WHERE i.sha256 = ? LIMIT 1", (set_id, sha256))
+                          "p.set_id = ? WHERE i.sha256 = ? ORDER BY i.id = ? DESC LIMIT 1",
+                          (set_id, sha256, -1 if prefer is None else prefer))
         return None if row is None else int(row[0])
 
     def without_items(self, set_id: int) -> list[str]:
@@ -107,6 +109,16 @@ class ImagesRepo:
                           "VALUES (?, ?, ?, ?, ?)", (s.path, s.reason, s.size, s.mtime, now))
             for r in records:
                 image_id = r.image_id
+                if image_id is not None and r.reuse_from == image_id:
+                    # Its own content again (a touched or copied-back file): every face, vector,
+                    # person and decision stays; only the file's size and time are new.
+                    c.execute("UPDATE images SET size=?, mtime=? WHERE id=?", (r.size, r.mtime, image_id))
+                    c.execute("DELETE FROM skipped WHERE path = ?", (r.path,))
+                    if r.meta is not None:
+                        write_meta(c, image_id, r.meta, now)
+                    counts.images += 1
+                    counts.reused += 1
+                    continue
                 if image_id is not None:
                     old = c.execute("SELECT sha256 FROM images WHERE id = ?", (image_id,)).fetchone()
                     if old is not None and old[0] != r.sha256:
