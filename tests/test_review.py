@@ -172,3 +172,99 @@ def test_rebuild_keeps_names_and_decisions(library, photos):
     assert boxes[rejected] not in {new_boxes[i] for i in ada.item_ids}  # the rejection came along
     s = library.vector_set("fake-boxes")
     assert library.store.people.different(s.id) == {tuple(sorted((ada.id, hidden[0].id)))}
+
+
+def test_kept_review_state_answers_as_a_fresh_library_after_every_change(library, settings, tmp_path):
+    """The review questions keep the set's vectors and their neighbour tables between calls
+    (peoplemap.derived.ReviewState); after every kind of answer, new faces and a re-clustering
+    they must give exactly what a freshly opened library computes from the catalog alone."""
+    from peoplemap import Library
+    from peoplemap.review import merge_suggestions
+
+    photos = tmp_path / "many"
+    make_person_images(photos, n_people=8, per_person=6, seed=3)
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    sid = library.vector_set("fake").id
+
+    def questions(lib):
+        return ([s.to_json() for s in merge_suggestions(lib, "fake", limit=50, max_distance=2.0)],
+                [g.to_json() for g in lib.review_groups("fake", limit=100)])
+
+    def same_as_fresh():
+        kept = questions(library)
+        with Library.open(library.path, settings=settings) as fresh:
+            assert questions(fresh) == kept
+        return kept
+
+    sug, _ = same_as_fresh()
+    assert sug
+    same_as_fresh()
+    table = library.derived.review.table(sid, "centroids", lambda: None)
+    assert table is not None and table.searched == 0  # nothing changed: nothing searched again
+
+    a, b = sug[0]["person_id"], sug[0]["other_id"]
+    library.merge_people(a, [b], "fake")
+    sug, _ = same_as_fresh()
+    assert all(b not in (s["person_id"], s["other_id"]) for s in sug)
+
+    c, d = sug[0]["person_id"], sug[0]["other_id"]
+    library.mark_different(c, d, "fake")
+    sug, _ = same_as_fresh()
+    assert all({s["person_id"], s["other_id"]} != {c, d} for s in sug)
+
+    p = library.people("fake")[0]
+    library.reject_items(p.id, p.item_ids[:2], "fake")
+    _, groups = same_as_fresh()
+    unsorted = [g for g in groups if g["kind"] == "unsorted"]
+    assert {i for g in unsorted for i in g["item_ids"]} >= set(p.item_ids[:2])
+    assert all(g["candidate_id"] != p.id for g in unsorted if set(g["item_ids"]) & set(p.item_ids[:2]))
+
+    library.confirm_items(p.id, [p.item_ids[0]], "fake")
+    _, groups = same_as_fresh()
+    assert all(p.item_ids[0] not in g["item_ids"] for g in groups if g["kind"] == "unsorted")
+
+    library.hide_person(library.people("fake")[1].id, True, "fake")
+    same_as_fresh()
+    library.add_face(str(photos / "person0" / "img0.jpg"), (0, 0, 40, 50), model="fake")  # a new item
+    same_as_fresh()
+    library.not_a_face([library.people("fake")[2].item_ids[0]], "fake")
+    same_as_fresh()
+    library.cluster(model="fake")
+    same_as_fresh()
+
+
+def test_kept_neighbours_match_a_fresh_search_through_changes():
+    """KeptNeighbours searches again only the rows a change can touch; through removals, moved
+    vectors, additions and a new order its neighbours are those of a search from scratch."""
+    from peoplemap.review import KeptNeighbours
+
+    rng = np.random.default_rng(0)
+
+    def unit(n):
+        V = rng.standard_normal((n, 16)).astype(np.float32)
+        return V / np.linalg.norm(V, axis=1, keepdims=True)
+
+    keys, V = np.arange(1, 801, dtype=np.int64) * 3, unit(800)
+    kept = KeptNeighbours(6)
+    kept.update(keys, V)
+    for _step in range(10):
+        gone = rng.choice(len(keys), 8, replace=False)
+        keys, V = np.delete(keys, gone), np.delete(V, gone, axis=0)
+        moved = rng.choice(len(keys), 8, replace=False)
+        V[moved] = unit(8)
+        keys = np.concatenate([keys, keys.max() + 1 + np.arange(8)])
+        V = np.concatenate([V, unit(8)])
+        order = rng.permutation(len(keys))
+        keys, V = keys[order], V[order]
+        sims, rows = kept.update(keys, V)
+        assert 16 <= kept.searched < len(keys) // 2
+        fresh_sims, fresh_rows = KeptNeighbours(6).update(keys, V)
+        assert (rows == fresh_rows).all()
+        assert np.allclose(sims, fresh_sims, atol=1e-5)
+    kept.update(keys, V)
+    assert kept.searched == 0
+    few = KeptNeighbours(6)  # fewer rows than k: -1 and -inf pad the lists
+    sims, rows = few.update(keys[:3], V[:3])
+    assert (rows[:, 3:] == -1).all() and np.isneginf(sims[:, 3:]).all()
+    assert sorted(rows[0, :3].tolist()) == [0, 1, 2]

@@ -8,6 +8,8 @@ stamp and its in-memory cache. Any of them can be deleted and is rebuilt from th
 - `Whitenings`: transforms/set-N-whitening.npz, the collection whitening of a body vector set;
   stamped by the file's modification time.
 - `thumbnails/`: the app's JPEG tiles (ui/thumbs.py), deleted with a forgotten person.
+- `ReviewState`: in memory only, what the review questions keep between calls (a set's vectors,
+  stamped with its generation; review's neighbour tables, which peoplemap.review keeps exact).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import os
 import shutil
 import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +180,45 @@ class Whitenings:
             self._cache.pop(set_id, None)
 
 
+class ReviewState:
+    """What the review questions (peoplemap.review) keep in memory between calls, per vector set:
+    the set's vectors, reused while the set's stamp (generation, size, version, whitening) is the
+    same, and named tables that review itself keeps exact as people and unsorted faces change
+    (they hold no answers, only neighbours of the current vectors). Nothing goes to disk."""
+
+    def __init__(self) -> None:
+        self._vectors: dict[int, tuple[Hashable, Any]] = {}
+        self._tables: dict[tuple[int, str], Any] = {}
+        self.lock = threading.RLock()
+        """Held while a library's review questions are computed: one computation at a time."""
+
+    def vectors(self, set_id: int, stamp: Hashable, read: Callable[[], Any]) -> Any:
+        """The set's vectors as `read()` gave them for `stamp`; read again when the stamp moved."""
+        with self.lock:
+            cached = self._vectors.get(set_id)
+            if cached is None or cached[0] != stamp:
+                self._vectors.pop(set_id, None)  # let the old array go before reading the new one
+                cached = (stamp, read())
+                self._vectors[set_id] = cached
+            return cached[1]
+
+    def table(self, set_id: int, name: str, make: Callable[[], Any]) -> Any:
+        """The set's table `name`, made by `make()` the first time."""
+        with self.lock:
+            t = self._tables.get((set_id, name))
+            if t is None:
+                t = self._tables[(set_id, name)] = make()
+            return t
+
+    def drop(self, set_id: Optional[int] = None) -> None:
+        """Forget a set's (or every set's) vectors and tables."""
+        with self.lock:
+            for key in [k for k in self._vectors if set_id is None or k == set_id]:
+                del self._vectors[key]
+            for key in [k for k in self._tables if set_id is None or k[0] == set_id]:
+                del self._tables[key]
+
+
 class DerivedFiles:
     """Every derived file of one library folder."""
 
@@ -186,6 +227,7 @@ class DerivedFiles:
         self.cluster_models = ClusterModels(library / "cluster-models")
         self.whitenings = Whitenings(library / "transforms")
         self.thumbnails = library / "thumbnails"
+        self.review = ReviewState()
 
     def forget_set(self, set_id: int, clustering_ids: list[int]) -> None:
         """Delete a vector set's derived files and caches (after biometric data was removed)."""
@@ -193,5 +235,6 @@ class DerivedFiles:
         self.cluster_models.drop(set_id)
         self.cluster_models.delete(clustering_ids)
         self.whitenings.delete(set_id)
+        self.review.drop(set_id)
         if self.thumbnails.exists():
             shutil.rmtree(self.thumbnails, ignore_errors=True)

@@ -2,11 +2,17 @@
 
 - `merge_suggestions`: pairs of people likely to be one person, ranked by a link score: the mean
   distance of the closest cross pairs of their faces (single people photographed in different
-  conditions are split by clustering along such bridges), shortlisted through person centroids
-  so that a library of 100k faces answers in well under a second. People the user marked as
-  different are never suggested.
+  conditions are split by clustering along such bridges), shortlisted through person centroids.
+  People the user marked as different are never suggested.
 - `review_groups`: unsorted faces (and members the clustering was unsure of), grouped so that
   similar faces sit together, each group with its best candidate person: "Are these <name>?".
+
+Speed (100k faces): the set's vectors and two neighbour tables (people's centroids; unsorted
+faces) stay in memory between calls (`Library.derived.review`, peoplemap.derived.ReviewState).
+People and memberships are read on every call, and `KeptNeighbours` searches again only the rows
+that an answer, new faces or a re-clustering can have changed, so its answers are always those of
+a search from scratch. The first call makes the tables (a search of every centroid and unsorted
+face: seconds at 100k); later ones take a few hundred milliseconds.
 
 The answers are the Library's decisions (merge, mark_different, confirm_items, reject_items),
 which peoplemap.membership keeps through every later clustering.
@@ -71,24 +77,121 @@ class ReviewGroup(Response):
     """"unsorted" (no person) or "uncertain" (members the clustering was least sure of)."""
 
 
-def _people_vectors(lib: "Library", model: Optional[str]):
-    """(people, item ids, vectors, row of each item id), read once."""
-    people = lib.people(model, include_hidden=True)
-    ids, X = lib.vectors(model)
-    pos = dict(zip(ids.tolist(), range(len(ids))))
-    return people, ids, X, pos
+@dataclass(frozen=True)
+class _View:
+    """One call's view of a vector set: its vectors (cached while the set's stamp holds) and the
+    people and memberships read now. People are in list_people's order (largest first, then id)."""
+
+    ids: np.ndarray
+    """Item ids with a vector, ascending; X's rows."""
+    X: np.ndarray
+    person_ids: np.ndarray
+    names: dict[int, Optional[str]]
+    hidden: np.ndarray
+    starts: np.ndarray
+    """Person p's faces are rows[starts[p]:starts[p + 1]] (ascending item id)."""
+    rows: np.ndarray
+    confirmed: np.ndarray
+    """Per entry of rows: the user confirmed that face."""
+    C: np.ndarray
+    """Unit centroids of the people."""
+
+    def rows_of(self, p: int) -> np.ndarray:
+        return self.rows[self.starts[p]:self.starts[p + 1]]
 
 
-def _rows_and_centroids(people, X: np.ndarray, pos: dict[int, int]):
-    """Each person's vector rows, and the unit centroids of all people in one pass."""
-    rows = [np.fromiter((pos[i] for i in p.item_ids if i in pos), dtype=np.int64) for p in people]
-    flat = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    sizes = np.asarray([len(r) for r in rows])
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]) if len(sizes) else sizes
-    C = np.add.reduceat(X[flat], starts, axis=0) if len(flat) else np.zeros((0, X.shape[1]), np.float32)
-    C = np.ascontiguousarray(C, dtype=np.float32)
+def _view(lib: "Library", model: Optional[str]) -> _View:
+    """The set's vectors come from the ReviewState cache (stamped with the set's generation, which
+    every write of items or vectors bumps, its size, version and whitening); people and
+    memberships are read on every call (a few tens of ms at 100k faces), so every decision counts
+    at once. Call with lib.derived.review.lock held."""
+    import scipy.sparse as sp
+
+    s = lib.vector_set(model)
+    stamp = (s.generation, s.n_items, s.version, lib.derived.whitenings.stamp(s.id))
+    ids, X = lib.derived.review.vectors(s.id, stamp, lambda: lib.vectors(s.model))
+    item, person, confirmed = lib.store.people.membership_arrays(s.id)
+    at = np.minimum(np.searchsorted(ids, item), max(len(ids) - 1, 0))
+    ok = (ids[at] == item) if len(ids) else np.zeros(len(item), bool)
+    row, person, confirmed = at[ok], person[ok], confirmed[ok]
+    pids, inv, sizes = np.unique(person, return_inverse=True, return_counts=True)
+    order = np.lexsort((pids, -sizes))                  # largest first, then by id
+    rank = np.empty(len(pids), np.int64)
+    rank[order] = np.arange(len(pids))
+    by = np.lexsort((row, rank[inv]))
+    rows, prank = row[by], rank[inv][by]
+    starts = np.concatenate([[0], np.cumsum(sizes[order])]).astype(np.int64)
+    listing = {p: (n, h) for p, n, h in lib.store.people.listing(s.id)}
+    person_ids = pids[order]
+    # One sparse product sums every person's vectors (np.add.reduceat was 6x slower here).
+    M = sp.csr_matrix((np.ones(len(rows), np.float32), (prank, rows)), shape=(len(pids), len(ids)))
+    C = np.ascontiguousarray(M @ X, dtype=np.float32).reshape(len(pids), X.shape[1])
     C /= np.maximum(np.linalg.norm(C, axis=1, keepdims=True), 1e-12)
-    return rows, C
+    return _View(ids, X, person_ids, {int(p): listing.get(int(p), (None, False))[0] for p in person_ids},
+                 np.asarray([listing.get(int(p), (None, False))[1] for p in person_ids], dtype=bool),
+                 starts, rows, confirmed[by], C)
+
+
+class KeptNeighbours:
+    """The k nearest rows (inner product, itself included) of every row of a keyed set of unit
+    vectors, kept exact from call to call: only rows that are new or moved, lost a neighbour, or
+    may have gained one are searched again. A merge, a rejection or a confirmed face touches a
+    few rows of thousands; the first call (or a re-clustering) searches all of them."""
+
+    REBUILD = 0.25
+    """Above this fraction of new or moved rows, everything is searched again."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.keys = np.zeros(0, np.int64)
+        self.V: Optional[np.ndarray] = None
+        self.nbr = np.zeros((0, k), np.int64)
+        """Neighbours as keys (-1: none), nearest first."""
+        self.sim = np.zeros((0, k), np.float32)
+        self.searched = 0
+        """Rows searched by the last update (for tests and benchmarks)."""
+
+    def update(self, keys: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(similarities, neighbour rows) of `keys` (rows of V), -1 / -inf where there are fewer
+        than k rows."""
+        import faiss
+
+        n = len(keys)
+        V = np.ascontiguousarray(V, dtype=np.float32)
+        nbr = np.full((n, self.k), -1, np.int64)
+        sim = np.full((n, self.k), -np.inf, np.float32)
+        redo = np.ones(n, bool)
+        if self.V is not None and len(self.keys) and n and V.shape[1] == self.V.shape[1]:
+            order = np.argsort(self.keys)
+            at = np.minimum(np.searchsorted(self.keys[order], keys), len(order) - 1)
+            src = order[at]
+            same = self.keys[src] == keys
+            same[same] = (self.V[src[same]] == V[same]).all(axis=1)
+            fresh = ~same
+            if fresh.sum() <= self.REBUILD * n:
+                nbr[same], sim[same] = self.nbr[src[same]], self.sim[src[same]]
+                kept = np.zeros(len(self.keys), bool)
+                kept[src[same]] = True
+                gone = self.keys[~kept]  # removed or moved: their old places are void
+                redo = fresh | np.isin(nbr, gone).any(axis=1)
+                new = V[fresh]
+                for a in range(0, len(new), 1024):  # may a new or moved row be nearer than a k-th?
+                    redo |= (new[a:a + 1024] @ V.T).max(axis=0) >= sim[:, -1] - 1e-6
+        if n and redo.any():
+            index = faiss.IndexFlatIP(V.shape[1])
+            index.add(V)
+            k = min(self.k, n)
+            s, pos = index.search(V[redo], k)
+            nbr[redo, :k] = np.where(pos >= 0, keys[np.maximum(pos, 0)], -1)
+            nbr[redo, k:] = -1
+            sim[redo, :k] = np.where(pos >= 0, s, -np.inf)
+            sim[redo, k:] = -np.inf
+        self.keys, self.V, self.nbr, self.sim = keys.copy(), V, nbr, sim
+        self.searched = int(redo.sum())
+        korder = np.argsort(keys)
+        at = np.minimum(np.searchsorted(keys[korder], nbr), max(n - 1, 0))
+        rows = np.where(nbr >= 0, korder[at] if n else -1, -1)
+        return sim, rows
 
 
 def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
@@ -105,50 +208,55 @@ def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Op
                       limit: int = 20, max_distance: float = 0.6) -> list[MergeSuggestion]:
     """The likeliest same-person pairs of people, best first (only pairs with `person` when given).
     Pairs the user marked as different, and hidden people, are left out. Candidate pairs come from
-    each person's CENTROID_CANDIDATES nearest centroids; the link score is computed for the
-    best-placed ones only (at most 10 x limit + 100), so 100k faces answer in well under a second."""
-    import faiss
-
-    people, ids, X, pos = _people_vectors(lib, model)
-    people = [p for p in people if not p.hidden and p.item_ids]
-    if len(people) < 2:
-        return []
-    different = lib.store.people.different(lib.vector_set(model).id)
-    rows, C = _rows_and_centroids(people, X, pos)
-    index = faiss.IndexFlatIP(C.shape[1])
-    index.add(C)
-    k = min(len(people), CENTROID_CANDIDATES + 1)
-    if person is not None:
-        queries = [n for n, p in enumerate(people) if p.id == int(person)]
-        if not queries:
+    each person's CENTROID_CANDIDATES nearest centroids (kept between calls, updated for the
+    people that changed); the link score is computed for the best-placed ones only (at most
+    10 x limit + 100), so 100k faces answer in well under a second once the table is made."""
+    with lib.derived.review.lock:
+        v = _view(lib, model)
+        keep = np.flatnonzero(~v.hidden & (np.diff(v.starts) > 0))
+        if len(keep) < 2:
             return []
-    else:
-        queries = list(range(len(people)))
-    sims, nbrs = index.search(C[queries], k)
-    pairs: dict[tuple[int, int], float] = {}
-    for qi, srow, nrow in zip(queries, sims, nbrs):
-        for sim, oi in zip(srow, nrow):
-            oi = int(oi)
-            if oi < 0 or oi == qi:
+        C, pids = v.C[keep], v.person_ids[keep]
+        k = min(len(keep), CENTROID_CANDIDATES + 1)
+        if person is not None:
+            q = np.flatnonzero(pids == int(person))
+            if not len(q):
+                return []
+            sims = C @ C[q[0]]
+            top = np.argpartition(-sims, k - 1)[:k]
+            top = top[np.argsort(-sims[top], kind="stable")]
+            qi, oi, sim = np.full(k, q[0]), top, sims[top]
+        else:
+            table = lib.derived.review.table(lib.vector_set(model).id, "centroids",
+                                             lambda: KeptNeighbours(CENTROID_CANDIDATES + 1))
+            sims, nbrs = table.update(pids, C)
+            qi, oi, sim = np.repeat(np.arange(len(keep)), nbrs.shape[1]), nbrs.ravel(), sims.ravel()
+        ok = (oi >= 0) & (oi != qi)
+        a, b, sim = np.minimum(qi, oi)[ok], np.maximum(qi, oi)[ok], sim[ok]
+        ida, idb = np.minimum(pids[a], pids[b]), np.maximum(pids[a], pids[b])
+        different = lib.store.people.different(lib.vector_set(model).id)
+        if different:
+            apart = np.asarray([x * (1 << 32) + y for x, y in different], np.int64)
+            ok = ~np.isin(ida * (1 << 32) + idb, apart)
+            a, b, sim = a[ok], b[ok], sim[ok]
+        # each pair once, at its best similarity; then the best-placed 10 x limit + 100
+        order = np.lexsort((b, a, -sim))
+        a, b, sim = a[order], b[order], sim[order]
+        _, first = np.unique(a * len(keep) + b, return_index=True)
+        first = np.sort(first)[:10 * limit + 100]
+        out: list[MergeSuggestion] = []
+        for qa, qb in zip(a[first].tolist(), b[first].tolist()):
+            ra, rb = v.rows_of(keep[qa]), v.rows_of(keep[qb])
+            dist, ia, ib = _link(v.X[ra], v.X[rb])
+            if dist > max_distance:
                 continue
-            key = (min(qi, oi), max(qi, oi))
-            if (min(people[qi].id, people[oi].id), max(people[qi].id, people[oi].id)) in different:
-                continue
-            pairs[key] = max(pairs.get(key, -1.0), float(sim))
-    shortlist = sorted(pairs, key=lambda kv: -pairs[kv])[:10 * limit + 100]
-    out: list[MergeSuggestion] = []
-    for qa, qb in shortlist:
-        dist, ra, rb = _link(X[rows[qa]], X[rows[qb]])
-        if dist > max_distance:
-            continue
-        a, b = people[qa], people[qb]
-        fa = [int(ids[rows[qa][ra]])]
-        fb = [int(ids[rows[qb][rb]])]
-        fa += [i for i in a.item_ids if i not in fa][:FACES_SHOWN - 1]
-        fb += [i for i in b.item_ids if i not in fb][:FACES_SHOWN - 1]
-        if person is not None and b.id == int(person):
-            a, b, fa, fb = b, a, fb, fa
-        out.append(MergeSuggestion(a.id, b.id, round(dist, 4), fa, fb))
+            fa, fb = [int(v.ids[ra[ia]])], [int(v.ids[rb[ib]])]
+            fa += [i for i in v.ids[ra[:FACES_SHOWN]].tolist() if i not in fa][:FACES_SHOWN - 1]
+            fb += [i for i in v.ids[rb[:FACES_SHOWN]].tolist() if i not in fb][:FACES_SHOWN - 1]
+            pa, pb = int(pids[qa]), int(pids[qb])
+            if person is not None and pb == int(person):
+                pa, pb, fa, fb = pb, pa, fb, fa
+            out.append(MergeSuggestion(pa, pb, round(dist, 4), fa, fb))
     out.sort(key=lambda s: (s.distance, s.person_id, s.other_id))
     return out[:limit]
 
@@ -157,48 +265,44 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
                   include_uncertain: bool = True) -> list[ReviewGroup]:
     """Unsorted faces grouped by similarity, each group with its candidate person, likeliest
     answers first; then (include_uncertain) the least certain members of the largest people, a
-    group per person. Candidates are found for the largest 3 x limit groups only (through the
+    group per person. The unsorted faces' neighbours are kept between calls (updated for the faces
+    that came or went); candidates are found for the largest 3 x limit groups only (through the
     people's centroids, then exact distances), so a large library answers quickly."""
-    import faiss
-
-    people, ids, X, pos = _people_vectors(lib, model)
-    people = [p for p in people if p.item_ids]
-    owner = {i: p.id for p in people for i in p.item_ids}
-    names = {p.id: p.name for p in people}
-    s = lib.vector_set(model)
-    rejected: dict[int, set[int]] = {}
-    for i, p in lib.store.people.rejected(s.id):
-        rejected.setdefault(i, set()).add(p)
-    loose = np.asarray([k for k, i in enumerate(ids.tolist()) if i not in owner], dtype=np.int64)
-    groups: list[ReviewGroup] = []
-    if len(loose):
-        match = lib.match_distance(s.model)
-        comps = _groups(X[loose], max(GROUP_DISTANCE, match or 0.0))[:max(3 * limit, 100)]
-        rows, C = _rows_and_centroids(people, X, pos) if people else ([], None)
-        index = None
-        if people:
-            index = faiss.IndexFlatIP(C.shape[1])
-            index.add(C)
-        for comp in comps:
-            item_ids = [int(ids[loose[c]]) for c in comp]
-            cand, dist = (None, None)
-            if index is not None:
-                cand, dist = _candidate(index, X[loose[comp]], item_ids, people, rows, X, rejected)
-            groups.append(ReviewGroup(item_ids, cand, names.get(cand) if cand else None, dist))
-        # Faces the user already said "none of them" to are offered again only to a person within
-        # the match distance; otherwise they come as "Who is this?" (no candidate): strangers and
-        # junk are not offered to everyone in turn.
-        strict = match if match is not None else GROUP_DISTANCE
-        groups = [g if not all(i in rejected for i in g.item_ids) or
-                  (g.distance is not None and g.distance <= strict) else
-                  ReviewGroup(g.item_ids, None, None, None) for g in groups]
-        groups = _by_candidate(groups, ASK_DISTANCE)
-        # likeliest answers first: a group whose candidate is close is one "yes" for all its faces
-        groups.sort(key=lambda g: ((g.distance if g.distance is not None else 9.0) / len(g.item_ids) ** 0.25,
-                                   -len(g.item_ids)))
-        groups = groups[:limit]
-    if include_uncertain and len(groups) < limit:
-        groups.extend(_uncertain(lib, model, people, X, pos, limit - len(groups)))
+    with lib.derived.review.lock:
+        v = _view(lib, model)
+        s = lib.vector_set(model)
+        rejected: dict[int, set[int]] = {}
+        for i, p in lib.store.people.rejected(s.id):
+            rejected.setdefault(i, set()).add(p)
+        owned = np.zeros(len(v.ids), bool)
+        owned[v.rows] = True
+        loose = np.flatnonzero(~owned)
+        groups: list[ReviewGroup] = []
+        if len(loose):
+            match = lib.match_distance(s.model)
+            threshold = max(GROUP_DISTANCE, match or 0.0)
+            table = lib.derived.review.table(s.id, "unsorted", lambda: KeptNeighbours(GROUP_K + 1))
+            sims, nbrs = table.update(v.ids[loose], v.X[loose])
+            comps = _split(v.X[loose], _mutual_components(sims, nbrs, threshold), threshold)
+            comps = comps[:max(3 * limit, 100)]
+            cands = _candidates(v, [loose[c] for c in comps], rejected)
+            for comp, (cand, dist) in zip(comps, cands):
+                groups.append(ReviewGroup(v.ids[loose[comp]].tolist(), cand,
+                                          v.names.get(cand) if cand else None, dist))
+            # Faces the user already said "none of them" to are offered again only to a person within
+            # the match distance; otherwise they come as "Who is this?" (no candidate): strangers and
+            # junk are not offered to everyone in turn.
+            strict = match if match is not None else GROUP_DISTANCE
+            groups = [g if not all(i in rejected for i in g.item_ids) or
+                      (g.distance is not None and g.distance <= strict) else
+                      ReviewGroup(g.item_ids, None, None, None) for g in groups]
+            groups = _by_candidate(groups, ASK_DISTANCE)
+            # likeliest answers first: a group whose candidate is close is one "yes" for all its faces
+            groups.sort(key=lambda g: ((g.distance if g.distance is not None else 9.0) / len(g.item_ids) ** 0.25,
+                                       -len(g.item_ids)))
+            groups = groups[:limit]
+        if include_uncertain and len(groups) < limit:
+            groups.extend(_uncertain(v, limit - len(groups)))
     return groups[:limit]
 
 
@@ -226,100 +330,116 @@ def _by_candidate(groups: list[ReviewGroup], ask: float) -> list[ReviewGroup]:
 def _groups(X: np.ndarray, threshold: float) -> list[list[int]]:
     """Rows joined through mutual near neighbours closer than threshold, largest first; a group
     over GROUP_MAX rows is split again at 90% of the threshold."""
-    groups = _components(X, threshold)
-    out: list[list[int]] = []
+    import faiss
+
+    n = len(X)
+    sims = np.zeros((n, 0), np.float32)
+    nbrs = np.zeros((n, 0), np.int64)
+    if n > 1:
+        index = faiss.IndexFlatIP(X.shape[1])
+        index.add(np.ascontiguousarray(X))
+        sims, nbrs = index.search(np.ascontiguousarray(X), min(n, GROUP_K + 1))
+    return _split(X, _mutual_components(sims, nbrs, threshold), threshold)
+
+
+def _split(X: np.ndarray, groups: list[np.ndarray], threshold: float) -> list[np.ndarray]:
+    """Groups over GROUP_MAX rows split again at 90% of the threshold; largest first."""
+    out: list[np.ndarray] = []
     for g in groups:
         if len(g) > GROUP_MAX and threshold > 0.05:
-            out.extend([g[i] for i in sub] for sub in _groups(X[g], 0.9 * threshold))
+            out.extend(g[np.asarray(sub, np.int64)] for sub in _groups(X[g], 0.9 * threshold))
         else:
             out.append(g)
     return sorted(out, key=len, reverse=True)
 
 
-def _components(X: np.ndarray, threshold: float) -> list[list[int]]:
-    """Connected components of the graph joining rows that are mutual GROUP_K-nearest neighbours
-    and closer than threshold."""
+def _mutual_components(sims: np.ndarray, nbrs: np.ndarray, threshold: float) -> list[np.ndarray]:
+    """Connected components of the graph joining rows that are each among the other's nearest
+    (nbrs, -1 for none) and closer than threshold; largest first, then by first row, rows
+    ascending."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(nbrs)
+    if n == 0:
+        return []
+    a = np.repeat(np.arange(n, dtype=np.int64), nbrs.shape[1])
+    b = nbrs.ravel().astype(np.int64)
+    d = np.sqrt(np.maximum(2.0 - 2.0 * sims.ravel(), 0.0))
+    listed = b >= 0
+    a, b, d = a[listed], b[listed], d[listed]
+    mutual = np.isin(b * n + a, a * n + b)
+    edge = mutual & (a != b) & (d < threshold)
+    graph = coo_matrix((np.ones(int(edge.sum()), np.int8), (a[edge], b[edge])), shape=(n, n))
+    _, label = connected_components(graph, directed=False)
+    members = np.argsort(label, kind="stable")
+    cuts = np.flatnonzero(np.diff(label[members])) + 1
+    comps = np.split(members, cuts)
+    return sorted(comps, key=lambda c: (-len(c), int(c[0])))
+
+
+def _candidates(v: _View, groups: list[np.ndarray], rejected: dict[int, set[int]]
+                ) -> list[tuple[Optional[int], Optional[float]]]:
+    """(candidate person id, distance) per group of vector rows: the people whose centroids are
+    nearest the group's faces are shortlisted, and for the three most frequent the median over the
+    group of each face's distance to that person's nearest face decides. People the user rejected
+    any of these faces from are left out. One search for every group's faces."""
     import faiss
 
-    n = len(X)
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    if n > 1:
-        index = faiss.IndexFlatIP(X.shape[1])
-        index.add(np.ascontiguousarray(X))
-        sims, nbrs = index.search(np.ascontiguousarray(X), min(n, GROUP_K + 1))
-        d = np.sqrt(np.maximum(2.0 - 2.0 * sims, 0.0))
-        near = [set(int(b) for b in row if b >= 0) for row in nbrs]
-        for a in range(n):
-            for b, dist in zip(nbrs[a], d[a]):
-                b = int(b)
-                if b >= 0 and b != a and dist < threshold and a in near[b]:
-                    ra, rb = find(a), find(b)
-                    if ra != rb:
-                        parent[ra] = rb
-    comps: dict[int, list[int]] = {}
-    for a in range(n):
-        comps.setdefault(find(a), []).append(a)
-    return sorted(comps.values(), key=len, reverse=True)
-
-
-def _candidate(index, Q: np.ndarray, item_ids: list[int], people, rows: list[np.ndarray],
-               X: np.ndarray, rejected: dict[int, set[int]]) -> tuple[Optional[int], Optional[float]]:
-    """The person whose faces are nearest the group's: the people whose centroids are nearest the
-    group's faces are shortlisted, and for the three most frequent the median over the group of
-    each face's distance to that person's nearest face decides. People the user rejected any of
-    these faces from are left out."""
-    k = min(CANDIDATE_K, index.ntotal)
-    sims, nbrs = index.search(np.ascontiguousarray(Q), k)
-    banned = set().union(*(rejected.get(i, set()) for i in item_ids))
-    votes: dict[int, int] = {}
-    closeness: dict[int, float] = {}
-    for srow, row in zip(sims, nbrs):
-        for sim, n in zip(srow, row):
-            if n >= 0 and people[n].id not in banned:
-                votes[int(n)] = votes.get(int(n), 0) + 1
-                closeness[int(n)] = closeness.get(int(n), 0.0) + float(sim)
-    if not votes:
-        return None, None
-    best: tuple[float, int] = (np.inf, -1)
-    # most votes first; ties (a library with few people: every face votes for every person) go to
-    # the people whose centroids are closest
-    for n in sorted(votes, key=lambda q: (-votes[q], -closeness[q], q))[:3]:
-        d = np.sqrt(np.maximum(2.0 - 2.0 * (Q @ X[rows[n]].T), 0.0)).min(axis=1)
-        best = min(best, (float(np.median(d)), people[n].id))
-    return best[1], round(best[0], 4)
+    if not groups or not len(v.person_ids):
+        return [(None, None)] * len(groups)
+    index = faiss.IndexFlatIP(v.C.shape[1])
+    index.add(v.C)
+    k = min(CANDIDATE_K, len(v.person_ids))
+    all_sims, all_nbrs = index.search(np.ascontiguousarray(v.X[np.concatenate(groups)]), k)
+    out: list[tuple[Optional[int], Optional[float]]] = []
+    at = 0
+    for g in groups:
+        sims, nbrs = all_sims[at:at + len(g)], all_nbrs[at:at + len(g)]
+        at += len(g)
+        banned = set().union(*(rejected.get(int(i), set()) for i in v.ids[g]))
+        votes: dict[int, int] = {}
+        closeness: dict[int, float] = {}
+        for srow, row in zip(sims.tolist(), nbrs.tolist()):
+            for sim, n in zip(srow, row):
+                if n >= 0 and int(v.person_ids[n]) not in banned:
+                    votes[n] = votes.get(n, 0) + 1
+                    closeness[n] = closeness.get(n, 0.0) + sim
+        if not votes:
+            out.append((None, None))
+            continue
+        Q = v.X[g]
+        best: tuple[float, int] = (np.inf, -1)
+        # most votes first; ties (a library with few people: every face votes for every person) go
+        # to the people whose centroids are closest
+        for n in sorted(votes, key=lambda q: (-votes[q], -closeness[q], q))[:3]:
+            d = np.sqrt(np.maximum(2.0 - 2.0 * (Q @ v.X[v.rows_of(n)].T), 0.0)).min(axis=1)
+            best = min(best, (float(np.median(d)), int(v.person_ids[n])))
+        out.append((best[1], round(best[0], 4)))
+    return out
 
 
-def _uncertain(lib: "Library", model: Optional[str], people, X: np.ndarray,
-               pos: dict[int, int], limit: int) -> list[ReviewGroup]:
+def _uncertain(v: _View, limit: int) -> list[ReviewGroup]:
     """For the largest people (at most 500 looked at), the unconfirmed members whose nearest other
     member is farther than GROUP_DISTANCE, as one group each: "Are these <name>?"."""
-    s = lib.vector_set(model)
-    members = lib.store.people.members(s.id)
     out = []
-    for p in people[:500]:
+    for p in range(min(500, len(v.person_ids))):
         if len(out) >= limit:
             break
-        rows = [pos[i] for i in p.item_ids if i in pos]
+        rows = v.rows_of(p)
         if len(rows) < 3:
             continue
-        Xp = X[rows]
+        Xp = v.X[rows]
         d2 = np.maximum(2.0 - 2.0 * (Xp @ Xp.T), 0.0)
         np.fill_diagonal(d2, np.inf)
         nn = np.sqrt(d2.min(axis=1))
-        far = [i for i, dist in zip(p.item_ids, nn)
-               if dist > GROUP_DISTANCE and i in members and not members[i].confirmed]
-        if far:
-            out.append(ReviewGroup(far, p.id, p.name, round(float(np.median(nn[nn > GROUP_DISTANCE])), 4),
-                                   kind="uncertain"))
+        far = (nn > GROUP_DISTANCE) & ~v.confirmed[v.starts[p]:v.starts[p + 1]]
+        if far.any():
+            pid = int(v.person_ids[p])
+            out.append(ReviewGroup(v.ids[rows[far]].tolist(), pid, v.names.get(pid),
+                                   round(float(np.median(nn[nn > GROUP_DISTANCE])), 4), kind="uncertain"))
     out.sort(key=lambda g: -(g.distance or 0.0))
     return out
 
 
-__all__ = ["MergeSuggestion", "ReviewGroup", "merge_suggestions", "review_groups"]
+__all__ = ["KeptNeighbours", "MergeSuggestion", "ReviewGroup", "merge_suggestions", "review_groups"]

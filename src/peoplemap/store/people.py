@@ -5,6 +5,8 @@ import sqlite3
 import time
 from typing import Optional, Sequence
 
+import numpy as np
+
 from ..membership import Member, MembershipPlan
 from .db import Database, in_chunks, marks
 
@@ -19,6 +21,19 @@ class PeopleRepo:
         return [(int(p), n, bool(h), int(i)) for p, n, h, i in self.db.query(
             "SELECT pe.id, pe.name, pe.hidden, pi.item_id FROM people pe JOIN person_items pi "
             "ON pi.person_id = pe.id WHERE pe.set_id = ? ORDER BY pe.id, pi.item_id", (set_id,))]
+
+    def listing(self, set_id: int) -> list[tuple[int, Optional[str], bool]]:
+        """(person id, name, hidden) of every person of the set, by id."""
+        return [(int(p), n, bool(h)) for p, n, h in self.db.query(
+            "SELECT id, name, hidden FROM people WHERE set_id = ? ORDER BY id", (set_id,))]
+
+    def membership_arrays(self, set_id: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(item ids, person ids, confirmed) of every membership of the set as arrays, in no
+        particular order: a whole-library read without a Python object per face (peoplemap.review)."""
+        a = np.array(self.db.query(
+            "SELECT pi.item_id, pi.person_id, pi.pinned FROM person_items pi JOIN people pe "
+            "ON pe.id = pi.person_id WHERE pe.set_id = ?", (set_id,)), dtype=np.int64).reshape(-1, 3)
+        return a[:, 0].copy(), a[:, 1].copy(), a[:, 2] != 0
 
     def of_items(self, item_ids: Sequence[int]) -> dict[int, tuple[int, Optional[str]]]:
         """item id -> (person id, name) for the given items only (the search hot path)."""
