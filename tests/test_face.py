@@ -275,3 +275,36 @@ def test_face_library_end_to_end_on_group_photos(tmp_path):
         results = lib.search(group, k=3, model="face")
         assert len(results) == 6 and all(r.region.box is not None for r in results)
         assert all(r.hits[0].path == str(group) for r in results)  # each face finds itself
+
+
+def test_libraries_of_the_previous_face_version_keep_working(tmp_path) -> None:
+    """The previous release named the face vectors with a hash that also covered the CNN fallback's
+    file (same vectors): such a library is indexed and searched as it is, with no --rebuild; a set
+    of a truly different version is still refused."""
+    import sqlite3
+
+    from peoplemap import Library
+    from peoplemap.errors import InputError, LibraryError
+
+    folder = shared_set("face_recognition_examples") / "_multi_person"
+    path = tmp_path / "lib"
+    with Library.open(path, create=True) as lib:
+        lib.index(folder, model="face")
+        e = lib.embedder("face")
+        assert e.compatible_versions and e.version not in e.compatible_versions
+        before = {it.id for it in lib.items("face")}
+    for version, works in ((e.compatible_versions[0], True), ("dlib-resnet-v1+hog-r1-000000000000", False)):
+        with sqlite3.connect(path / "library.sqlite") as c:
+            c.execute("UPDATE vector_sets SET version = ?", (version,))
+        with Library.open(path) as lib:
+            query = next(p for p in sorted(folder.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+            if works:
+                assert lib.search(query, k=1, model="face")  # before any index run
+                s = lib.index(folder, model="face")
+                assert s.unchanged == s.files_seen and {it.id for it in lib.items("face")} == before
+                assert lib.vector_set("face").version == e.version
+            else:
+                with pytest.raises(LibraryError, match="--rebuild"):
+                    lib.index(folder, model="face")
+                with pytest.raises(InputError, match="--rebuild"):
+                    lib.search(query, k=1, model="face")

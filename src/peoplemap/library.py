@@ -165,7 +165,8 @@ class Library:
 
     def ensure_vector_set(self, e: Embedder, *, rebuild: bool) -> int:
         """The id of the vector set of model `e`, made if missing (or anew with rebuild=True)."""
-        return self.store.sets.ensure(e.name, e.version, e.dim, e.item_kind, e.describe(), rebuild=rebuild)
+        return self.store.sets.ensure(e.name, e.version, e.dim, e.item_kind, e.describe(), rebuild=rebuild,
+                                      compatible=e.compatible_versions)
 
     # -- indexing ------------------------------------------------------------------------------
     def index(self, folder: str | os.PathLike, *, model: str | None = None, rebuild: bool = False,

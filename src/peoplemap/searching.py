@@ -112,7 +112,9 @@ def search_image(lib: "Library", query, *, k: int, model: Optional[str],
         raise InputError(f"k must be a positive integer, got {k!r}")
     s = lib.vector_set(model)
     embedder = lib.embedder(s.model)
-    if embedder.version != s.version:
+    if s.version in embedder.compatible_versions:
+        lib.ensure_vector_set(embedder, rebuild=False)  # the same vectors under the former name
+    elif embedder.version != s.version:
         raise InputError(f"the library's {s.model} vectors come from version {s.version} but the "
                          f"installed model is {embedder.version}; re-index with --rebuild")
     qname, img = load_query(lib, query)

@@ -62,6 +62,8 @@ class Model(Detector, Embedder, Protocol):
     match_distance: float | None
     """Largest distance (unit vectors) at which a new item or a query may join an existing person;
     None: only the clustering's own radius rule applies (peoplemap.cluster.assign)."""
+    compatible_versions: tuple[str, ...]
+    """Former names of `version` that gave the same vectors (ModelBase: none)."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
@@ -91,6 +93,9 @@ class ModelBase:
     two_phase: bool = False
     collection_whitening: bool = False
     match_distance: float | None = None
+    compatible_versions: tuple[str, ...] = ()
+    """Versions that gave the same vectors under another name (a library made by one of them is
+    used as it is, and its set takes the current version)."""
 
     def load(self) -> None:
         """Nothing to load up front."""

@@ -24,12 +24,17 @@ class VectorSetsRepo:
                 for r in rows]
 
     def ensure(self, model: str, version: str, dim: int, item_kind: str, description: dict[str, Any],
-               *, rebuild: bool) -> int:
+               *, rebuild: bool, compatible: tuple[str, ...] = ()) -> int:
         """The id of the model's set, created if missing; a set made by another version (or
-        rebuild=True) is dropped and made anew, and without rebuild that is refused."""
+        rebuild=True) is dropped and made anew, and without rebuild that is refused. A set made by
+        a `compatible` version (the same vectors under another name) takes the current version."""
         row = self.db.one("SELECT id, version, dim FROM vector_sets WHERE model = ?", (model,))
         if row is not None:
             set_id, old_version, old_dim = row
+            if old_version in compatible and old_dim == dim and not rebuild:
+                with self.db.write() as c:
+                    c.execute("UPDATE vector_sets SET version = ? WHERE id = ?", (version, set_id))
+                old_version = version
             if old_version == version and old_dim == dim and not rebuild:
                 return int(set_id)
             if not rebuild:
