@@ -175,21 +175,35 @@ def test_only_the_storage_package_speaks_sql():
 
 
 def test_no_module_reads_another_modules_private_attributes():
-    """`x._name` only where `_name` is defined in the same module (its own class's state)."""
-    import ast
+    """`x._name` only where `_name` is defined in the same module (its own class's state). The
+    parse runs in a fresh interpreter: CPython 3.11's AST converter keeps its recursion depth in
+    interpreter-wide state that a concurrent parse in another thread (left by an earlier test)
+    can corrupt ("AST constructor recursion depth mismatch", fixed in 3.11.8)."""
+    import json
+    import subprocess
+    import sys
 
-    offenders = []
-    for p in SRC.rglob("*.py"):
-        tree = ast.parse(p.read_text())
-        own = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
-        own |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
-        own |= {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
-                if isinstance(t, ast.Name)}
-        for n in ast.walk(tree):
-            if (isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
-                    and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))
-                    and n.attr not in own):
-                offenders.append(f"{p.relative_to(SRC)}:{n.lineno} .{n.attr}")
+    script = r"""
+import ast, json, sys
+from pathlib import Path
+src = Path(sys.argv[1])
+offenders = []
+for p in sorted(src.rglob("*.py")):
+    tree = ast.parse(p.read_text())
+    own = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)}
+    own |= {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    own |= {t.id for n in ast.walk(tree) if isinstance(n, ast.Assign) for t in n.targets
+            if isinstance(t, ast.Name)}
+    for n in ast.walk(tree):
+        if (isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__")
+                and not (isinstance(n.value, ast.Name) and n.value.id in ("self", "cls"))
+                and n.attr not in own):
+            offenders.append(f"{p.relative_to(src)}:{n.lineno} .{n.attr}")
+print(json.dumps(offenders))
+"""
+    out = subprocess.run([sys.executable, "-c", script, str(SRC)], capture_output=True, text=True, check=True)
+    offenders = json.loads(out.stdout)
+    assert len(list(SRC.rglob("*.py"))) > 50  # it looked at the package
     allowed = {".O_NOFOLLOW", "._exit", "._getframe"}  # os and sys module constants / functions
     assert [o for o in offenders if not any(o.endswith(a) for a in allowed)] == []
 
