@@ -308,3 +308,18 @@ def test_libraries_of_the_previous_face_version_keep_working(tmp_path) -> None:
                     lib.index(folder, model="face")
                 with pytest.raises(InputError, match="--rebuild"):
                     lib.search(query, k=1, model="face")
+
+
+def test_prominence_is_how_much_of_its_photo_a_face_fills(library) -> None:
+    """Review asks "Who is this?" about the faces that are their photo's subject first."""
+    folder = shared_set("face_recognition_examples") / "_multi_person"
+    library.index(folder, model="face")
+    items = library.items("face")
+    from PIL import Image
+
+    size = library.store.items.prominence([it.id for it in items])
+    assert set(size) == {it.id for it in items}
+    for it in items:
+        W, H = Image.open(it.path).size
+        assert size[it.id] == pytest.approx(min(it.box[2], it.box[3]) / min(W, H))
+        assert 0 < size[it.id] <= 1

@@ -297,8 +297,14 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
                       (g.distance is not None and g.distance <= strict) else
                       ReviewGroup(g.item_ids, None, None, None) for g in groups]
             groups = _by_candidate(groups, ASK_DISTANCE)
-            # likeliest answers first: a group whose candidate is close is one "yes" for all its faces
-            groups.sort(key=lambda g: ((g.distance if g.distance is not None else 9.0) / len(g.item_ids) ** 0.25,
+            # likeliest answers first: a group whose candidate is close is one "yes" for all its faces;
+            # then "Who is this?" questions, the faces that are their photo's subject first
+            # (large in the frame: the people the user photographed, not passers-by)
+            who = [i for g in groups if g.distance is None for i in g.item_ids]
+            size = lib.store.items.prominence(who) if who else {}
+            groups.sort(key=lambda g: (g.distance is None,
+                                       (g.distance if g.distance is not None else
+                                        -max(size.get(i, 0.0) for i in g.item_ids)) / len(g.item_ids) ** 0.25,
                                        -len(g.item_ids)))
             groups = groups[:limit]
         if include_uncertain and len(groups) < limit:

@@ -57,6 +57,16 @@ class ItemsRepo:
         sql = _ITEM_SQL.replace("WHERE i.set_id = ?", "WHERE i.image_id = ?")
         return [_item(r, kind) for r in self.db.query(sql + " ORDER BY i.id", (image_id,))]
 
+    def prominence(self, ids: Sequence[int]) -> dict[int, float]:
+        """Per item, its box's shorter side over its photo's shorter side (1.0 for whole images):
+        how much the photo is about it."""
+        import json
+
+        rows = self.db.query(
+            "SELECT it.id, it.w, it.h, i.width, i.height FROM items it JOIN images i ON i.id = it.image_id "
+            "WHERE it.id IN (SELECT value FROM json_each(?))", (json.dumps([int(i) for i in ids]),))
+        return {int(i): 1.0 if w is None else min(w, h) / max(1, min(W, H)) for i, w, h, W, H in rows}
+
     def ids(self, set_id: int) -> np.ndarray:
         """Every item id of the set, ascending."""
         rows = self.db.query("SELECT id FROM items WHERE set_id = ? ORDER BY id", (set_id,))
