@@ -66,15 +66,22 @@ def main() -> None:
                  "without_face_pct": round(100 * len(missing) / max(1, len(ident)), 2),
                  "faces": len(every), "retrieval": evaluate.leave_one_out_retrieval(X, y), "profiles": {}}
     Xe = X_all[[pos[i] for i, _ in every]].astype(np.float32)
+    item_score = {it.id: it.score for it in lib.items()}
+    scored_items = [best[i][1] for i in scored]
+
+    def score_of(item_ids):
+        return np.array([item_score[i] for i in item_ids], dtype=np.float64)
+
     ye = np.array([who for _, who in every], dtype=object)
     for prof in args.profiles:
         # as Library.cluster runs it: the default profile checks its groups against the model's
         # match distance
-        kw = {"link_distance": lib.match_distance()} if prof == "default" else {}
-        lab = Clusterer(prof, **kw).fit(X.copy()).labels_
+        kw = ({"link_distance": lib.match_distance(), "min_group_score": lib.min_group_score()}
+              if prof == "default" else {})
+        lab = Clusterer(prof, **kw).fit(X.copy(), scores=score_of(scored_items)).labels_
         rep = evaluate.clustering_report(y, lab)
         allp = all_photos_report(y, lab, missing)
-        lab_e = Clusterer(prof, **kw).fit(Xe.copy()).labels_
+        lab_e = Clusterer(prof, **kw).fit(Xe.copy(), scores=score_of([i for i, _ in every])).labels_
         out["profiles"][prof] = {"bcubed_f": round(rep["bcubed_f"], 4),
                                  "bcubed_p": round(rep["bcubed_precision"], 4),
                                  "bcubed_r": round(rep["bcubed_recall"], 4),

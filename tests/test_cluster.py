@@ -299,3 +299,24 @@ def test_link_distance_splits_a_crowd_of_strangers_and_keeps_people_whole() -> N
         Clusterer("seed", link_distance=0.3).fit(Z)
     fitted = Clusterer("default", link_distance=0.32).fit(Z)
     assert len(set(fitted.labels_[:8])) == 1 and fitted.labels_[0] != fitted.labels_[8]
+
+
+def test_groups_of_weak_detections_are_left_unsorted() -> None:
+    """False detections (hair, text) resemble each other: a group whose median detection score is
+    below the model's floor is not a person."""
+    from peoplemap.cluster import drop_weak_groups
+
+    rng = np.random.default_rng(1)
+    centre = _unit(rng.normal(size=(2, 32)))
+    Z = np.vstack([_unit(c + 0.01 * rng.normal(size=(5, 32))) for c in centre])
+    scores = np.array([1.2, 0.8, 1.5, -0.1, 0.9] + [-0.15, 0.02, -0.1, -0.12, -0.18])
+    plain = Clusterer("default").fit(Z).labels_
+    assert len(set(plain)) == 2 and NOISE not in plain
+    fitted = Clusterer("default", min_group_score=0.0).fit(Z, scores=scores)
+    assert len(set(fitted.labels_[:5])) == 1 and fitted.labels_[0] != NOISE  # one weak face: kept
+    assert (fitted.labels_[5:] == NOISE).all()
+    assert fitted.n_clusters_ == 1
+    with pytest.raises(InputError):
+        drop_weak_groups(plain, np.ones(10), scores[:3], 0.0)
+    with pytest.raises(InputError):
+        Clusterer("default", min_group_score="high").fit(Z, scores=scores)

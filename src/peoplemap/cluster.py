@@ -59,7 +59,7 @@ PROFILES: dict[str, dict[str, Any]] = {
     # and no shared face set lower (benchmarks/RESULTS.md, "Default clustering").
     "default": {"preprocess": "l2-normalize", **_HDBSCAN_DEFAULTS, "min_cluster_size": 2,
                 "min_samples": 2, "cluster_selection_method": "eom",
-                "cluster_selection_epsilon": 0.25, "link_distance": None},
+                "cluster_selection_epsilon": 0.25, "link_distance": None, "min_group_score": None},
     # dlib's chinese whispers (label propagation over the graph of pairs closer than CW_THRESHOLD),
     # the peer method of dlib's face-clustering example; groups of one are unsorted.
     "chinese-whispers": {"preprocess": "l2-normalize", "method": "chinese-whispers",
@@ -68,7 +68,7 @@ PROFILES: dict[str, dict[str, Any]] = {
 }
 
 _HDBSCAN_PARAMS = ("min_cluster_size", "min_samples", *_HDBSCAN_DEFAULTS)
-TUNABLE = (*_HDBSCAN_PARAMS, "threshold", "link_distance")
+TUNABLE = (*_HDBSCAN_PARAMS, "threshold", "link_distance", "min_group_score")
 _GRAPH_PARAMS = ("min_cluster_size", "min_samples", "cluster_selection_method",
                  "cluster_selection_epsilon", "alpha", "allow_single_cluster")
 """Parameters a caller may override; the preprocessing of a profile is fixed."""
@@ -188,6 +188,11 @@ class Clusterer:
             if p["preprocess"] != "l2-normalize":
                 raise InputError("link_distance needs a profile that clusters unit vectors (not 'seed')")
             p["link_distance"] = float(t)
+        if p.get("min_group_score") is not None:
+            v = p["min_group_score"]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+                raise InputError(f"min_group_score must be a number, got {v!r}")
+            p["min_group_score"] = float(v)
         if p["algorithm"] not in _ALGORITHMS:
             raise InputError(f"algorithm must be one of {list(_ALGORITHMS)}, got {p['algorithm']!r}")
         p["min_cluster_size"] = int(mcs)
@@ -197,7 +202,8 @@ class Clusterer:
 
     # -- fitting ------------------------------------------------------------------------------
     def fit(self, X: np.ndarray, cannot_link: Sequence[Sequence[int]] | None = None, *,
-            progress: ProgressCallback = no_progress, copy: bool = True) -> "Clusterer":
+            progress: ProgressCallback = no_progress, copy: bool = True,
+            scores: np.ndarray | None = None) -> "Clusterer":
         """Cluster the rows of X; rows in one `cannot_link` group never end up in the same cluster.
         copy=False lets the "default" profile normalise a float32 X in place (a million 128-d rows:
         512 MB less at the peak); X is then changed."""
@@ -245,6 +251,9 @@ class Clusterer:
 
         if groups:
             labels, probs = _apply_cannot_link(Z, labels, probs, groups, p["min_cluster_size"])
+        if p.get("min_group_score") is not None and scores is not None:
+            labels, probs = drop_weak_groups(labels, probs, np.asarray(scores, dtype=np.float64),
+                                             float(p["min_group_score"]))
         self.labels_ = labels
         self.probabilities_ = probs
         self.n_clusters_ = int(labels.max() + 1) if labels.size else 0
@@ -313,6 +322,25 @@ class Clusterer:
         if self.pca_components_.shape[0] == 0:
             return np.zeros((X.shape[0], 0))
         return (Xs - self.pca_mean_) @ self.pca_components_.T
+
+
+def drop_weak_groups(labels: np.ndarray, probs: np.ndarray, scores: np.ndarray,
+                     floor: float) -> tuple[np.ndarray, np.ndarray]:
+    """Groups whose median detection score is below `floor` become unsorted: false detections
+    (hair, text, logos) resemble each other more than they resemble anyone."""
+    if len(scores) != len(labels):
+        raise InputError(f"scores has {len(scores)} values for {len(labels)} points")
+    kept = labels != NOISE
+    if not kept.any():
+        return labels, probs
+    weak = [c for c in np.unique(labels[kept]) if np.median(scores[labels == c]) < floor]
+    if not weak:
+        return labels, probs
+    drop = np.isin(labels, weak)
+    log.info("%d group(s) of %d item(s) with a median detection score below %s left unsorted",
+             len(weak), int(drop.sum()), floor)
+    labels = np.where(drop, NOISE, labels)
+    return _relabel(labels), np.where(drop, 0.0, probs)
 
 
 LINK_K = 16

@@ -31,12 +31,18 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
         ids, X = ids[keep], X[keep]
     cannot_link = same_image_groups(lib, s.id, ids) if s.item_kind != "image" else None
     progress("cluster", 1, 3)
-    if profile == "default" and "link_distance" not in params:
+    scores = None
+    if profile == "default":
         # the default profile checks HDBSCAN's groups against the model's match distance
-        # (cluster.refine_by_links); models without one get HDBSCAN alone
-        params["link_distance"] = lib.match_distance(s.model)
+        # (cluster.refine_by_links) and drops groups of weak detections (cluster.drop_weak_groups);
+        # models without these get HDBSCAN alone
+        params.setdefault("link_distance", lib.match_distance(s.model))
+        params.setdefault("min_group_score", lib.min_group_score(s.model))
+        if params["min_group_score"] is not None:
+            scores = lib.store.items.scores(s.id, ids)
     est = Clusterer(profile, min_cluster_size=min_cluster_size, **params).fit(
-        X, cannot_link=cannot_link, progress=progress, copy=False)  # X is ours: normalise in place
+        X, cannot_link=cannot_link, progress=progress, copy=False,  # X is ours: normalise in place
+        scores=scores)
     del X
     labels = np.asarray(est.labels_, dtype=np.int64)
     probs = np.asarray(est.probabilities_, dtype=np.float64)

@@ -145,6 +145,16 @@ class Library:
         except ModelError:
             return None
 
+    def min_group_score(self, model: str | None = None) -> float | None:
+        """The set's model's min_group_score (peoplemap.embed.base.Model.min_group_score); None
+        when the model declares none or is not installed here."""
+        from .errors import ModelError
+
+        try:
+            return self.embedder(self.vector_set(model).model).min_group_score
+        except ModelError:
+            return None
+
     def vector_sets(self) -> list[VectorSetInfo]:
         return self.store.sets.all()
 

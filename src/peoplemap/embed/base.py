@@ -64,6 +64,9 @@ class Model(Detector, Embedder, Protocol):
     None: only the clustering's own radius rule applies (peoplemap.cluster.assign)."""
     compatible_versions: tuple[str, ...]
     """Former names of `version` that gave the same vectors (ModelBase: none)."""
+    min_group_score: float | None
+    """A group of items whose median detection score is below this is not a person (false
+    detections resemble each other); None: no such rule."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
@@ -94,6 +97,7 @@ class ModelBase:
     collection_whitening: bool = False
     match_distance: float | None = None
     compatible_versions: tuple[str, ...] = ()
+    min_group_score: float | None = None
     """Versions that gave the same vectors under another name (a library made by one of them is
     used as it is, and its set takes the current version)."""
 

@@ -66,6 +66,11 @@ class FaceEmbedder(base.ModelBase):
     """dlib holds the GIL and runs on one core: index runs spread images over worker processes."""
     decode_max_side: int | None = DECODE_MIN_SIDE
     match_distance: float | None = MATCH_DISTANCE
+    min_group_score: float | None = 0.0
+    """dlib's own default detection threshold (peoplemap keeps HOG faces down to -0.2 for recall):
+    a group whose median face is below it is hair, text or logos, not a person (celeba_wild_dev,
+    every face clustered: the one group of 6 identities had a median score of -0.12; people's
+    faces have a median of 1.5)."""
 
     def __init__(self, settings: Settings | None = None, detector: str = "hog", upsample: Optional[int] = None,
                  min_face: int = 20, fallback_whole_image: bool = True, fallback_cnn: bool = True,

@@ -57,6 +57,16 @@ class ItemsRepo:
         sql = _ITEM_SQL.replace("WHERE i.set_id = ?", "WHERE i.image_id = ?")
         return [_item(r, kind) for r in self.db.query(sql + " ORDER BY i.id", (image_id,))]
 
+    def scores(self, set_id: int, ids: np.ndarray) -> np.ndarray:
+        """The detection score of each of `ids` (items of the set), in their order."""
+        rows = self.db.query("SELECT id, score FROM items WHERE set_id = ? ORDER BY id", (set_id,))
+        all_ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+        all_scores = np.fromiter((r[1] for r in rows), dtype=np.float64, count=len(rows))
+        at = np.searchsorted(all_ids, ids)
+        if len(ids) and (at.max() >= len(all_ids) or not (all_ids[at] == ids).all()):
+            raise KeyError("some items are not in the set")
+        return all_scores[at]
+
     def prominence(self, ids: Sequence[int]) -> dict[int, float]:
         """Per item, its box's shorter side over its photo's shorter side (1.0 for whole images):
         how much the photo is about it."""
