@@ -113,6 +113,7 @@ def test_every_registered_model_declares_its_capabilities(tmp_path: Path, settin
     for name, m in models.items():
         assert isinstance(m, Detector) and isinstance(m, Embedder) and isinstance(m, Model), name
         for attr in ("parallel", "two_phase", "collection_whitening", "decode_max_side", "item_kind",
+                     "match_distance", "min_group_score", "compatible_versions",
                      "load", "detect", "embed", "preprocess", "embed_preprocessed"):
             inspect.getattr_static(m, attr)  # declared on the class (or its base), not discovered
         assert m.parallel in PARALLEL, name
@@ -150,8 +151,20 @@ def test_a_model_without_declared_capabilities_is_refused() -> None:
     class OddParallel(FakeEmbedder):
         parallel = "gpu"  # type: ignore[assignment]
 
+    class OddScore(FakeEmbedder):
+        min_group_score = "low"  # type: ignore[assignment]
+
+    class OddVersions(FakeEmbedder):
+        compatible_versions = ["1"]  # type: ignore[assignment]
+
     register("pm-bare", "test-only")(Bare)
     register("pm-odd", "test-only")(OddParallel)
+    register("pm-odd-score", "test-only")(OddScore)
+    register("pm-odd-versions", "test-only")(OddVersions)
+    with pytest.raises(ModelError, match="min_group_score as a number or None"):
+        create_embedder("pm-odd-score")
+    with pytest.raises(ModelError, match="compatible_versions as a tuple of strings"):
+        create_embedder("pm-odd-versions")
     with pytest.raises(ModelError, match=r"Bare has no load\(\).*ModelBase"):
         create_embedder("pm-bare")
     with pytest.raises(ModelError, match=r"parallel='gpu'.*\['threads', 'processes'\]"):

@@ -129,6 +129,13 @@ def check_model(model: Any) -> Model:
     for flag in ("two_phase", "collection_whitening"):
         if not isinstance(getattr(model, flag, None), bool):
             raise ModelError(f"model class {what} must declare {flag} as True or False")
+    for number in ("match_distance", "min_group_score"):
+        v = getattr(model, number, "missing")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ModelError(f"model class {what} must declare {number} as a number or None")
+    versions = getattr(model, "compatible_versions", None)
+    if not isinstance(versions, tuple) or not all(isinstance(v, str) for v in versions):
+        raise ModelError(f"model class {what} must declare compatible_versions as a tuple of strings")
     return model
 
 
