@@ -268,3 +268,47 @@ def test_kept_neighbours_match_a_fresh_search_through_changes():
     sims, rows = few.update(keys[:3], V[:3])
     assert (rows[:, 3:] == -1).all() and np.isneginf(sims[:, 3:]).all()
     assert sorted(rows[0, :3].tolist()) == [0, 1, 2]
+
+
+def test_review_tables_kept_on_disk_start_the_next_opening(library, settings, tmp_path, monkeypatch):
+    """After a large search the neighbour tables are written next to the catalog; a library opened
+    again starts from them (nothing searched) and still answers exactly as a fresh computation,
+    also after answers given elsewhere. Forgetting deletes them (they hold vectors)."""
+    import shutil
+
+    from peoplemap import Library, review
+
+    monkeypatch.setattr(review, "KEEP_AFTER", 1)
+    photos = tmp_path / "many"
+    make_person_images(photos, n_people=8, per_person=6, seed=5)
+    library.index(photos, model="fake")
+    library.cluster(model="fake")
+    sid = library.vector_set("fake").id
+    first = library.people("fake")[0]
+    library.reject_items(first.id, library.person(first.id, "fake").item_ids[:3], "fake")  # unsorted faces
+
+    def questions(lib):
+        return ([s.to_json() for s in review.merge_suggestions(lib, "fake", limit=50, max_distance=2.0)],
+                [g.to_json() for g in lib.review_groups("fake", limit=100)])
+
+    def fresh():
+        copy = tmp_path / f"fresh-{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(library.path, copy)
+        shutil.rmtree(copy / "review", ignore_errors=True)
+        with Library.open(copy, settings=settings) as lib:
+            return questions(lib)
+
+    kept = questions(library)
+    folder = library.path / "review"
+    assert {p.name for p in folder.iterdir()} == {f"set-{sid}-centroids.npz", f"set-{sid}-unsorted.npz"}
+    with Library.open(library.path, settings=settings) as again:
+        assert questions(again) == kept == fresh()
+        for name in ("centroids", "unsorted"):
+            assert again.derived.review.table(sid, name, lambda: None).searched == 0
+        a, b = kept[0][0]["person_id"], kept[0][0]["other_id"]
+        again.merge_people(a, [b], "fake")  # answered in another process
+        after = questions(again)
+    with Library.open(library.path, settings=settings) as third:
+        assert questions(third) == after == fresh()
+    library.forget_derived("fake")
+    assert not list(folder.glob("*.npz"))

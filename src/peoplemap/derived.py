@@ -181,12 +181,16 @@ class Whitenings:
 
 
 class ReviewState:
-    """What the review questions (peoplemap.review) keep in memory between calls, per vector set:
-    the set's vectors, reused while the set's stamp (generation, size, version, whitening) is the
+    """What the review questions (peoplemap.review) keep between calls, per vector set: the set's
+    vectors in memory, reused while the set's stamp (generation, size, version, whitening) is the
     same, and named tables that review itself keeps exact as people and unsorted faces change
-    (they hold no answers, only neighbours of the current vectors). Nothing goes to disk."""
+    (neighbours of the current vectors, no answers). A table is also kept in `folder` after a large
+    search (`keep`), so that a library opened again answers at once; it is loaded as a starting
+    point only, and review's update brings it up to date. The files hold vectors: forgetting a set
+    deletes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, folder: Optional[Path] = None) -> None:
+        self.folder = folder
         self._vectors: dict[int, tuple[Hashable, Any]] = {}
         self._tables: dict[tuple[int, str], Any] = {}
         self.lock = threading.RLock()
@@ -202,21 +206,60 @@ class ReviewState:
                 self._vectors[set_id] = cached
             return cached[1]
 
+    def _path(self, set_id: int, name: str) -> Optional[Path]:
+        return None if self.folder is None else self.folder / f"set-{set_id}-{name}.npz"
+
     def table(self, set_id: int, name: str, make: Callable[[], Any]) -> Any:
-        """The set's table `name`, made by `make()` the first time."""
+        """The set's table `name`: made by `make()` the first time, and filled from its kept file
+        (its `load_arrays`) when there is one."""
         with self.lock:
             t = self._tables.get((set_id, name))
             if t is None:
                 t = self._tables[(set_id, name)] = make()
+                path = self._path(set_id, name)
+                if path is not None and path.exists():
+                    import numpy as np
+
+                    try:
+                        with np.load(path, allow_pickle=False) as z:
+                            t.load_arrays({k: z[k] for k in z.files})
+                    except (OSError, ValueError, KeyError) as exc:  # a damaged derived file: start empty
+                        log.warning("%s: cannot read the kept review table (%s); computing it again", path, exc)
+                        t = self._tables[(set_id, name)] = make()
             return t
 
+    def keep(self, set_id: int, name: str) -> None:
+        """Write the set's table `name` to its file (atomically), for the next opening."""
+        path = self._path(set_id, name)
+        with self.lock:
+            t = self._tables.get((set_id, name))
+            if path is None or t is None:
+                return
+            import numpy as np
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(path.stem + ".tmp.npz")
+            try:
+                np.savez(tmp, **t.arrays())
+                os.replace(tmp, path)
+            except OSError as exc:  # a read-only library still answers, only not faster next time
+                log.warning("cannot keep the review table %s: %s", path, exc)
+                tmp.unlink(missing_ok=True)
+
     def drop(self, set_id: Optional[int] = None) -> None:
-        """Forget a set's (or every set's) vectors and tables."""
+        """Forget a set's (or every set's) vectors and tables in memory."""
         with self.lock:
             for key in [k for k in self._vectors if set_id is None or k == set_id]:
                 del self._vectors[key]
             for key in [k for k in self._tables if set_id is None or k[0] == set_id]:
                 del self._tables[key]
+
+    def delete(self, set_id: int) -> None:
+        """Forget a set's tables in memory and on disk."""
+        self.drop(set_id)
+        if self.folder is not None and self.folder.exists():
+            for p in self.folder.glob(f"set-{set_id}-*.npz"):
+                p.unlink(missing_ok=True)
 
 
 class DerivedFiles:
@@ -227,7 +270,7 @@ class DerivedFiles:
         self.cluster_models = ClusterModels(library / "cluster-models")
         self.whitenings = Whitenings(library / "transforms")
         self.thumbnails = library / "thumbnails"
-        self.review = ReviewState()
+        self.review = ReviewState(library / "review")
 
     def forget_set(self, set_id: int, clustering_ids: list[int]) -> None:
         """Delete a vector set's derived files and caches (after biometric data was removed)."""
@@ -235,6 +278,6 @@ class DerivedFiles:
         self.cluster_models.drop(set_id)
         self.cluster_models.delete(clustering_ids)
         self.whitenings.delete(set_id)
-        self.review.drop(set_id)
+        self.review.delete(set_id)
         if self.thumbnails.exists():
             shutil.rmtree(self.thumbnails, ignore_errors=True)

@@ -517,6 +517,7 @@ class Library:
         with self.writing("peoplemap people forget"):
             n = forget_person(self, ref, model)
             s = self.vector_set(model)
+            self.derived.review.delete(s.id)  # its kept tables may hold the forgotten vectors
             if self.embedder(s.model).collection_whitening:
                 self.refit_whitening(s.model)  # the old one was fitted with the forgotten vectors
             return n

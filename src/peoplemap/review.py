@@ -132,6 +132,12 @@ def _view(lib: "Library", model: Optional[str]) -> _View:
                  starts, rows, confirmed[by], C)
 
 
+KEEP_AFTER = 2_000
+"""A table update that searched this many rows is written to disk (derived.ReviewState.keep), so
+that the next opening of the library starts from it instead of searching everything again; so is
+one that dropped rows (a kept file never holds the vectors of faces that are gone)."""
+
+
 class KeptNeighbours:
     """The k nearest rows (inner product, itself included) of every row of a keyed set of unit
     vectors, kept exact from call to call: only rows that are new or moved, lost a neighbour, or
@@ -150,6 +156,22 @@ class KeptNeighbours:
         self.sim = np.zeros((0, k), np.float32)
         self.searched = 0
         """Rows searched by the last update (for tests and benchmarks)."""
+        self.removed = 0
+        """Keys the last update dropped (a kept file must not hold their vectors any longer)."""
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The table as plain arrays (ReviewState keeps them in a file)."""
+        V = np.zeros((0, 0), np.float32) if self.V is None else self.V
+        return {"k": np.asarray(self.k), "keys": self.keys, "V": V, "nbr": self.nbr, "sim": self.sim}
+
+    def load_arrays(self, a: dict[str, np.ndarray]) -> None:
+        """Start from a kept table (of the same k); update() then brings it up to date."""
+        n = len(a["keys"])
+        if int(a["k"]) != self.k or a["nbr"].shape != (n, self.k) or a["sim"].shape != (n, self.k) \
+                or len(a["V"]) != n:
+            raise ValueError("a kept table of another shape")
+        self.keys, self.nbr, self.sim = a["keys"].astype(np.int64), a["nbr"].astype(np.int64), a["sim"]
+        self.V = np.ascontiguousarray(a["V"], dtype=np.float32) if n else None
 
     def update(self, keys: np.ndarray, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(similarities, neighbour rows) of `keys` (rows of V), -1 / -inf where there are fewer
@@ -186,6 +208,7 @@ class KeptNeighbours:
             nbr[redo, k:] = -1
             sim[redo, :k] = np.where(pos >= 0, s, -np.inf)
             sim[redo, k:] = -np.inf
+        self.removed = int((~np.isin(self.keys, keys)).sum()) if len(self.keys) else 0
         self.keys, self.V, self.nbr, self.sim = keys.copy(), V, nbr, sim
         self.searched = int(redo.sum())
         korder = np.argsort(keys)
@@ -230,6 +253,8 @@ def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Op
             table = lib.derived.review.table(lib.vector_set(model).id, "centroids",
                                              lambda: KeptNeighbours(CENTROID_CANDIDATES + 1))
             sims, nbrs = table.update(pids, C)
+            if table.searched >= KEEP_AFTER or table.removed:
+                lib.derived.review.keep(lib.vector_set(model).id, "centroids")
             qi, oi, sim = np.repeat(np.arange(len(keep)), nbrs.shape[1]), nbrs.ravel(), sims.ravel()
         ok = (oi >= 0) & (oi != qi)
         a, b, sim = np.minimum(qi, oi)[ok], np.maximum(qi, oi)[ok], sim[ok]
@@ -283,6 +308,8 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
             threshold = max(GROUP_DISTANCE, match or 0.0)
             table = lib.derived.review.table(s.id, "unsorted", lambda: KeptNeighbours(GROUP_K + 1))
             sims, nbrs = table.update(v.ids[loose], v.X[loose])
+            if table.searched >= KEEP_AFTER or table.removed:
+                lib.derived.review.keep(s.id, "unsorted")
             comps = _split(v.X[loose], _mutual_components(sims, nbrs, threshold), threshold)
             comps = comps[:max(3 * limit, 100)]
             cands = _candidates(v, [loose[c] for c in comps], rejected)
