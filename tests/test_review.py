@@ -312,3 +312,18 @@ def test_review_tables_kept_on_disk_start_the_next_opening(library, settings, tm
         assert questions(third) == after == fresh()
     library.forget_derived("fake")
     assert not list(folder.glob("*.npz"))
+
+
+def test_clustering_prepares_the_review_questions(library, tmp_path):
+    """`cluster` ends by making the review tables, so the first questions search nothing."""
+    photos = tmp_path / "some"
+    make_person_images(photos, n_people=6, per_person=5, seed=7)
+    library.index(photos, model="fake")
+    stages = []
+    library.cluster(model="fake", progress=lambda stage, done, total: stages.append((stage, done, total)))
+    assert ("review", 2, 2) in stages
+    sid = library.vector_set("fake").id
+    table = library.derived.review.table(sid, "centroids", lambda: None)
+    assert table is not None and len(table.keys) == len(library.people("fake"))
+    library.merge_suggestions("fake")
+    assert table.searched == 0

@@ -37,6 +37,10 @@ from .types import NOISE, Item, ProgressCallback, QueryResult, no_progress
 
 log = logging.getLogger(__name__)
 
+REVIEW_PREPARE_MAX = 200_000
+"""Up to this many clustered items, `cluster` ends by preparing the review questions (3 s at 100k
+faces, benchmarks/bench_review_scale.py); above, they are prepared on first use."""
+
 
 def check_folder(folder: str | os.PathLike) -> Path:
     """The folder of photos to index, as given; InputError when it is missing or not a folder."""
@@ -331,6 +335,17 @@ class Library:
                 self.store.runs.finish(run, "failed", {"error": str(e) or type(e).__name__})
                 raise
             self.store.runs.finish(run, "done", summary.to_json())
+        if summary.n_items <= REVIEW_PREPARE_MAX:
+            # the first review questions after a clustering make their neighbour tables (seconds at
+            # 100k faces): made now, so the people page answers at once (peoplemap.review)
+            try:
+                progress("review", 0, 2)
+                self.merge_suggestions(s.model, limit=1)
+                progress("review", 1, 2)
+                self.review_groups(s.model, limit=1)
+                progress("review", 2, 2)
+            except Exception as e:  # cancelled, or failed: the clustering is stored either way, and
+                log.warning("review questions not prepared (made on first use): %s", e)  # they wait
         return summary
 
     def assign_new(self, model: str | None = None, *, progress: ProgressCallback = no_progress):

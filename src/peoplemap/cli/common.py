@@ -61,7 +61,8 @@ class PeoplemapGroup(click.Group):
 
 
 STAGES = {"index": ("Indexing", "files"), "assign": ("Placing new faces with people", "faces"),
-          "cluster": ("Grouping by person", "steps"), "ivfpq": ("Building the search index", "steps")}
+          "cluster": ("Grouping by person", "steps"), "ivfpq": ("Building the search index", "steps"),
+          "review": ("Preparing the review questions", "steps")}
 """What each progress stage of the library is called, and what it counts."""
 
 PROGRESS_EVERY_S = 5.0
