@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_placement import main_faces  # noqa: E402
 from common import print_json  # noqa: E402
 
 LAMBDAS = (0.1, 0.3, 1.0, 3.0)
@@ -53,20 +53,11 @@ def run(library: Path, folder: Path) -> dict:
     X = X.astype(np.float64)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     row = {int(i): k for k, i in enumerate(ids)}
-    photo = {}
-    for image_id, path, _sha in lib.store.images.under(root):
-        parts = os.path.relpath(path, root).split(os.sep)
-        if len(parts) >= 2 and not parts[0].startswith("_"):
-            photo[image_id] = parts[0]
-    best: dict[int, tuple] = {}
-    for it in lib.items():
-        key = (it.score, 0 if it.box is None else it.box[2] * it.box[3], -it.id)
-        if it.image_id in photo and (it.image_id not in best or key > best[it.image_id][0]):
-            best[it.image_id] = (key, it.id)
-    main_rows = np.array([row[item] for _k, item in best.values()])
+    truth = main_faces(lib, root)  # item id -> identity of each labeled photo's main face
+    main_rows = np.array([row[item] for item in truth])
     labels = np.full(len(ids), None, dtype=object)
-    for image_id, (_k, item) in best.items():
-        labels[row[item]] = photo[image_id]
+    for item, who in truth.items():
+        labels[row[item]] = who
     item, person, confirmed = lib.store.people.membership_arrays(s.id)
     groups: dict[int, list[int]] = {}
     for i, p in zip(item[confirmed], person[confirmed]):

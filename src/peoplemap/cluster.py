@@ -330,11 +330,16 @@ def drop_weak_groups(labels: np.ndarray, probs: np.ndarray, scores: np.ndarray,
     (hair, text, logos) resemble each other more than they resemble anyone."""
     if len(scores) != len(labels):
         raise InputError(f"scores has {len(scores)} values for {len(labels)} points")
-    kept = labels != NOISE
-    if not kept.any():
+    kept = np.flatnonzero(labels != NOISE)
+    if not len(kept):
         return labels, probs
-    weak = [c for c in np.unique(labels[kept]) if np.median(scores[labels == c]) < floor]
-    if not weak:
+    # every group's median at once (a million faces in 100k groups): sort by group, then score
+    order = kept[np.lexsort((scores[kept], labels[kept]))]
+    groups, start, size = np.unique(labels[order], return_index=True, return_counts=True)
+    s = scores[order]
+    median = (s[start + (size - 1) // 2] + s[start + size // 2]) / 2
+    weak = groups[median < floor]
+    if not len(weak):
         return labels, probs
     drop = np.isin(labels, weak)
     log.info("%d group(s) of %d item(s) with a median detection score below %s left unsorted",
@@ -386,14 +391,14 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
     def nearest(rows_: np.ndarray, allowed: np.ndarray, within: float = np.inf) -> np.ndarray:
         """Per row, the column of its nearest neighbour where `allowed` (rows x k) holds, or -1."""
         a = allowed & ok[rows_] & (dist[rows_] < within)
-        first = np.where(a.any(axis=1), a.argmax(axis=1), -1)
-        return first
+        return np.where(a.any(axis=1), a.argmax(axis=1), -1)
 
     # 2a. linked, unsorted by HDBSCAN: nearest neighbour of the same component that has a group
     r = np.flatnonzero(linked & (labels == NOISE))
     if r.size:
         nb = nbr[r]
-        allowed = (new[np.maximum(nb, 0)] != NOISE) & (comp[np.maximum(nb, 0)] == comp[r][:, None])
+        nbs = np.maximum(nb, 0)
+        allowed = (new[nbs] != NOISE) & (comp[nbs] == comp[r][:, None])
         j = nearest(r, allowed)
         hit = j >= 0
         new[r[hit]] = new[nb[hit, j[hit]]]
@@ -411,8 +416,7 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
         allowed = (new[nbs] != NOISE) & (labels[nbs] == labels[r][:, None])
         j = nearest(r, allowed, JOIN_SLACK * link)
         hit = j >= 0
-        src = new[nb[hit, j[hit]]]
-        new[r[hit]] = src
+        new[r[hit]] = new[nb[hit, j[hit]]]
         out_p[r[hit]] = np.clip(1 - dist[r[hit], j[hit]] / (ATTACH_SLACK * link), 0.05, 1)
     # 3. small groups are unsorted; attach the unsorted that clearly belong
     if (new != NOISE).any():
@@ -424,8 +428,7 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
     if r.size and (new != NOISE).any():
         nb = nbr[r]
         nbs = np.maximum(nb, 0)
-        grouped = (new[nbs] != NOISE) & ok[r]
-        j = nearest(r, grouped, ATTACH_SLACK * link)
+        j = nearest(r, new[nbs] != NOISE, ATTACH_SLACK * link)
         hit = j >= 0
         r, nb, nbs, j = r[hit], nb[hit], nbs[hit], j[hit]
         target = new[nb[np.arange(len(r)), j]]

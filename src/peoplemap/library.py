@@ -139,25 +139,26 @@ class Library:
                 self._embedders[model] = e
             return e
 
-    def match_distance(self, model: str | None = None) -> float | None:
-        """The set's model's match distance (peoplemap.embed.base.Model.match_distance); None
-        when the model declares none or is not installed here (vectors from elsewhere)."""
+    def installed_model(self, model: str | None = None) -> Embedder | None:
+        """The set's model, or None when it is not installed here (vectors from elsewhere)."""
         from .errors import ModelError
 
         try:
-            return self.embedder(self.vector_set(model).model).match_distance
+            return self.embedder(self.vector_set(model).model)
         except ModelError:
             return None
+
+    def match_distance(self, model: str | None = None) -> float | None:
+        """The set's model's match distance (peoplemap.embed.base.Model.match_distance); None
+        when the model declares none or is not installed here (vectors from elsewhere)."""
+        e = self.installed_model(model)
+        return None if e is None else e.match_distance
 
     def min_group_score(self, model: str | None = None) -> float | None:
         """The set's model's min_group_score (peoplemap.embed.base.Model.min_group_score); None
         when the model declares none or is not installed here."""
-        from .errors import ModelError
-
-        try:
-            return self.embedder(self.vector_set(model).model).min_group_score
-        except ModelError:
-            return None
+        e = self.installed_model(model)
+        return None if e is None else e.min_group_score
 
     def vector_sets(self) -> list[VectorSetInfo]:
         return self.store.sets.all()

@@ -217,6 +217,17 @@ class KeptNeighbours:
         return sim, rows
 
 
+def _neighbours(lib: "Library", set_id: int, name: str, k: int, keys: np.ndarray,
+                V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """KeptNeighbours.update of the set's table `name`, kept on disk after a large search or a
+    removal (KEEP_AFTER)."""
+    table = lib.derived.review.table(set_id, name, lambda: KeptNeighbours(k))
+    out = table.update(keys, V)
+    if table.searched >= KEEP_AFTER or table.removed:
+        lib.derived.review.keep(set_id, name)
+    return out
+
+
 def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
     """(mean distance of the LINK_PAIRS closest cross pairs, row in A, row in B of the closest)."""
     d2 = np.maximum(2.0 - 2.0 * (XA @ XB.T), 0.0)
@@ -236,6 +247,7 @@ def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Op
     10 x limit + 100), so 100k faces answer in well under a second once the table is made."""
     with lib.derived.review.lock:
         v = _view(lib, model)
+        sid = lib.vector_set(model).id
         keep = np.flatnonzero(~v.hidden & (np.diff(v.starts) > 0))
         if len(keep) < 2:
             return []
@@ -250,16 +262,12 @@ def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Op
             top = top[np.argsort(-sims[top], kind="stable")]
             qi, oi, sim = np.full(k, q[0]), top, sims[top]
         else:
-            table = lib.derived.review.table(lib.vector_set(model).id, "centroids",
-                                             lambda: KeptNeighbours(CENTROID_CANDIDATES + 1))
-            sims, nbrs = table.update(pids, C)
-            if table.searched >= KEEP_AFTER or table.removed:
-                lib.derived.review.keep(lib.vector_set(model).id, "centroids")
+            sims, nbrs = _neighbours(lib, sid, "centroids", CENTROID_CANDIDATES + 1, pids, C)
             qi, oi, sim = np.repeat(np.arange(len(keep)), nbrs.shape[1]), nbrs.ravel(), sims.ravel()
         ok = (oi >= 0) & (oi != qi)
         a, b, sim = np.minimum(qi, oi)[ok], np.maximum(qi, oi)[ok], sim[ok]
         ida, idb = np.minimum(pids[a], pids[b]), np.maximum(pids[a], pids[b])
-        different = lib.store.people.different(lib.vector_set(model).id)
+        different = lib.store.people.different(sid)
         if different:
             apart = np.asarray([x * (1 << 32) + y for x, y in different], np.int64)
             ok = ~np.isin(ida * (1 << 32) + idb, apart)
@@ -306,10 +314,7 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
         if len(loose):
             match = lib.match_distance(s.model)
             threshold = max(GROUP_DISTANCE, match or 0.0)
-            table = lib.derived.review.table(s.id, "unsorted", lambda: KeptNeighbours(GROUP_K + 1))
-            sims, nbrs = table.update(v.ids[loose], v.X[loose])
-            if table.searched >= KEEP_AFTER or table.removed:
-                lib.derived.review.keep(s.id, "unsorted")
+            sims, nbrs = _neighbours(lib, s.id, "unsorted", GROUP_K + 1, v.ids[loose], v.X[loose])
             comps = _split(v.X[loose], _mutual_components(sims, nbrs, threshold), threshold)
             comps = comps[:max(3 * limit, 100)]
             cands = _candidates(v, [loose[c] for c in comps], rejected)
