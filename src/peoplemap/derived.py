@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import threading
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Hashable, Optional
 
@@ -223,7 +224,8 @@ class ReviewState:
                     try:
                         with np.load(path, allow_pickle=False) as z:
                             t.load_arrays({k: z[k] for k in z.files})
-                    except (OSError, ValueError, KeyError) as exc:  # a damaged derived file: start empty
+                    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                        # a damaged or cut-off derived file: start empty
                         log.warning("%s: cannot read the kept review table (%s); computing it again", path, exc)
                         t = self._tables[(set_id, name)] = make()
             return t
