@@ -221,6 +221,72 @@ def test_johns_same_person_closer_than_different(johns) -> None:
     assert D[same & off].max() < D[~same].min()  # measured 0.39 < 0.46
 
 
+def _celeba_chips(embedder: FaceEmbedder, n: int = 12) -> list[np.ndarray]:
+    """Aligned chips of the first faces found in in-the-wild photos (several people)."""
+    chips: list[np.ndarray] = []
+    for person in sorted(d for d in shared_set("celeba_wild_dev").iterdir() if d.is_dir())[:n]:
+        photo = sorted(person.iterdir())[0]
+        chips += [r.crop for r in embedder.detect(read_image(photo, min_side=embedder.decode_max_side)[1].pixels)]
+    return chips[:n]
+
+
+def test_converted_descriptor_equals_dlibs_own(embedder: FaceEmbedder) -> None:
+    """dlib's network converted to ONNX gives dlib's descriptors (same version, vectors mix freely)."""
+    from peoplemap.embed import face as face_mod
+
+    assert face_mod.descriptor_session() is not None
+    assert embedder.describe()["descriptor_runtime"].startswith("onnxruntime")
+    chips = _celeba_chips(embedder)
+    assert len(chips) >= 10
+    rec = face_mod._recognition().obj
+    theirs = np.asarray([np.asarray(v) for v in rec.compute_face_descriptor(chips)], dtype=np.float32)
+    ours = face_mod.descriptor_session().run(None, {"chips": np.stack(chips)})[0]
+    assert ours.shape == (len(chips), 128)
+    assert np.abs(ours - theirs).max() < 1e-4  # measured ~5e-7; descriptors' entries are ~0.1
+    unit = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
+    assert np.abs(embedder.embed(chips) - unit).max() < 1e-4
+    one = embedder.embed(chips[:1])  # a batch of one gives the same vector as in a batch
+    assert np.abs(one[0] - unit[0]).max() < 1e-4
+
+
+def test_damaged_descriptor_files_are_refused_with_a_reason(tmp_path: Path) -> None:
+    from peoplemap.detect.faces import RECOGNITION_MODEL, model_path
+    from peoplemap.embed import dlib_dnn
+
+    data = model_path(RECOGNITION_MODEL).read_bytes()
+    with pytest.raises(ModelError, match="no layer found"):
+        dlib_dnn.read_layers(b"\x00" * 1000, "junk.dat")
+    with pytest.raises(ModelError, match="past the end|ends early|bad integer"):
+        dlib_dnn.read_layers(data[: len(data) // 2], "half.dat")
+    layers = dlib_dnn.read_layers(data)
+    with pytest.raises(ModelError, match="not dlib's face recognition ResNet"):
+        dlib_dnn.face_descriptor_onnx(layers[:-1], "cut.dat")
+    with pytest.raises(ModelError, match="not dlib's face recognition ResNet"):
+        dlib_dnn.face_descriptor_onnx(layers[:10] + layers[11:], "gap.dat")
+    # the shape predictor is a dlib file of another kind
+    with pytest.raises(ModelError):
+        dlib_dnn.face_descriptor_onnx(dlib_dnn.read_layers(model_path("mmod_human_face_detector.dat").read_bytes()))
+
+
+def test_without_the_converted_network_dlib_computes_the_same_descriptors(
+        embedder: FaceEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from peoplemap.embed import dlib_dnn
+    from peoplemap.embed import face as face_mod
+
+    chips = _celeba_chips(embedder, 4)
+    fast = embedder.embed(chips)
+
+    def refuse(*args: object, **kwargs: object) -> bytes:
+        raise ModelError("converting dlib's descriptor needs the onnx package (test): pip install onnx")
+
+    monkeypatch.setattr(dlib_dnn, "face_descriptor_onnx", refuse)
+    monkeypatch.setattr(face_mod, "_converted", {})
+    with caplog.at_level("WARNING", logger="peoplemap.embed.face"):
+        slow = create_embedder("face").embed(chips)
+    assert "run in dlib" in caplog.text
+    assert np.abs(fast - slow).max() < 1e-4
+
+
 def test_embed_aligns_crops_that_are_not_chips(embedder: FaceEmbedder) -> None:
     from PIL import Image
 

@@ -19,10 +19,10 @@ import numpy as np
 from ..config import Settings, load_settings
 from ..detect.faces import (CHIP_PADDING, CHIP_SIZE, CNN_MODEL, INSTALL, RECOGNITION_MODEL, SHAPE_MODEL,
                             FaceDetector, Shared, as_rgb, import_dlib, model_path, shared_model)
-from ..errors import InputError
+from ..errors import InputError, ModelError
 from ..types import Region
-from . import base
-from .onnx_session import file_sha256
+from . import base, dlib_dnn
+from .onnx_session import Session, file_sha256, memory_session
 from .registry import register
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,29 @@ library with someone; at 0.32, under 1%, while 88% of known people's new faces j
 def _recognition() -> Shared:
     path = model_path(RECOGNITION_MODEL)
     return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
+
+
+_converted: dict[str, Optional[Session]] = {}
+_converted_lock = threading.Lock()
+
+
+def descriptor_session() -> Optional[Session]:
+    """dlib's descriptor network converted to ONNX (`dlib_dnn`), one onnxruntime session per process
+    on one thread (the face model spreads photos over processes); None, with a warning once, where it
+    cannot be built (no onnx package, an unexpected file): dlib then computes the descriptors."""
+    path = model_path(RECOGNITION_MODEL)
+    key = str(path)
+    with _converted_lock:
+        if key not in _converted:
+            try:
+                with open(path, "rb") as f:
+                    data = f.read()
+                model = dlib_dnn.face_descriptor_onnx(dlib_dnn.read_layers(data, path.name), path.name)
+                _converted[key] = memory_session(model, path.name, threads=1)
+            except (ModelError, OSError) as e:
+                log.warning("face descriptors run in dlib (about 25x slower): %s", e)
+                _converted[key] = None
+        return _converted[key]
 
 
 class FaceEmbedder(base.ModelBase):
@@ -133,14 +156,17 @@ class FaceEmbedder(base.ModelBase):
             "detection_revision": DETECTION_REVISION,
             "descriptor": f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips, {DIM}-d",
             "num_jitters": self.num_jitters,
+            "descriptor_runtime": ("dlib" if self.num_jitters or descriptor_session() is None
+                                   else "onnxruntime (dlib's network and weights, converted)"),
             "output": "L2-normalised",
             "decode_min_side": self.decode_max_side,
         }
 
     def load(self) -> None:
-        """Load the dlib models now (the Library calls this before an index run writes anything)."""
+        """Load the models now (the Library calls this before an index run writes anything)."""
         self.detector.load()
-        _recognition()
+        if self.num_jitters or descriptor_session() is None:
+            _recognition()
 
     def detect(self, image: np.ndarray) -> list[Region]:
         return self.detector.detect(image)
@@ -154,9 +180,14 @@ class FaceEmbedder(base.ModelBase):
         for i, c in enumerate(crops):
             c = as_rgb(c, f"crop {i}")
             chips.append(c if c.shape[:2] == (CHIP_SIZE, CHIP_SIZE) else self.detector.align_whole(c))
-        rec = _recognition()
         out = np.empty((len(chips), DIM), dtype=np.float32)
         step = max(1, self.settings.batch_size)
+        session = descriptor_session() if self.num_jitters == 0 else None
+        if session is not None:
+            for s in range(0, len(chips), step):
+                out[s:s + step] = session.run(None, {"chips": np.stack(chips[s:s + step])})[0]
+            return base.l2_normalize(out)
+        rec = _recognition()  # dlib jitters at random: only dlib does that
         for s in range(0, len(chips), step):
             with rec.lock:
                 vecs = rec.obj.compute_face_descriptor(chips[s:s + step], self.num_jitters)

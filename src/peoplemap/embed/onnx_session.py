@@ -416,7 +416,14 @@ def _openvino_session(path: str, threads: int, precision: str, *, fallback: bool
     return session
 
 
-def _new_session(path: str, threads: int) -> "onnxruntime.InferenceSession":
+def memory_session(model: bytes, name: str, threads: int = 1) -> Session:
+    """An onnxruntime session (fp32, never OpenVINO) for a model built in memory, not cached: for a
+    model whose vectors must equal another implementation's (the face descriptor)."""
+    return OrtSession(_new_session(model, threads, name), threads)
+
+
+def _new_session(path: str | bytes, threads: int, name: str = "") -> "onnxruntime.InferenceSession":
+    what = name or path
     try:
         import onnxruntime as ort
     except ImportError as e:
@@ -429,11 +436,11 @@ def _new_session(path: str, threads: int) -> "onnxruntime.InferenceSession":
     # Spinning workers halve throughput when decode workers or other processes share the cores,
     # and gain nothing measurable on an idle machine (benchmarks/bench_embed.py).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    log.info("loading ONNX model %s with %d threads", path, threads)
+    log.info("loading ONNX model %s with %d threads", what, threads)
     try:
         return ort.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # onnxruntime raises its own exception types for bad files
-        raise ModelError(f"cannot load ONNX model {path}: {e}") from e
+        raise ModelError(f"cannot load ONNX model {what}: {e}") from e
 
 
 def load_or_export(path: Path, export: Callable[[Path], None], settings: Settings) -> Session:
