@@ -268,6 +268,31 @@ def test_damaged_descriptor_files_are_refused_with_a_reason(tmp_path: Path) -> N
         dlib_dnn.face_descriptor_onnx(dlib_dnn.read_layers(model_path("mmod_human_face_detector.dat").read_bytes()))
 
 
+def test_converted_cnn_detector_finds_dlibs_faces() -> None:
+    """dlib's MMOD detector in onnxruntime: the same boxes and scores as dlib's own, on in-the-wild
+    photos at the CNN fallback's size and on group photos."""
+    from peoplemap.detect.faces import CNN_FIRST_PIXELS, mmod_detector, resized
+
+    mmod = mmod_detector()
+    assert mmod is not None
+    cnn = faces_mod._cnn().obj
+    photos = [sorted(d.iterdir())[0] for d in sorted(shared_set("celeba_wild_dev").iterdir()) if d.is_dir()][:8]
+    images = []
+    for photo in photos:
+        img = pixels(photo)
+        scale = min(1.0, (CNN_FIRST_PIXELS / (img.shape[0] * img.shape[1])) ** 0.5)
+        images.append(resized(img, scale) if scale < 1 else img)
+    images.append(pixels("faceapi_bbt_faces/_group_photos_unlabeled/bbt4.jpg"))
+    found = 0
+    for img in images:
+        theirs = [(d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom(), d.confidence) for d in cnn(img, 0)]
+        ours = mmod.detect(img)
+        assert [d[:4] for d in ours] == [d[:4] for d in theirs]
+        assert np.allclose([d[4] for d in ours], [d[4] for d in theirs], atol=1e-3)
+        found += len(ours)
+    assert found >= 10  # bbt4 alone has several faces
+
+
 def test_without_the_converted_network_dlib_computes_the_same_descriptors(
         embedder: FaceEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from peoplemap.embed import dlib_dnn
@@ -280,10 +305,15 @@ def test_without_the_converted_network_dlib_computes_the_same_descriptors(
         raise ModelError("converting dlib's descriptor needs the onnx package (test): pip install onnx")
 
     monkeypatch.setattr(dlib_dnn, "face_descriptor_onnx", refuse)
+    monkeypatch.setattr(dlib_dnn, "mmod_onnx", refuse)
     monkeypatch.setattr(face_mod, "_converted", {})
-    with caplog.at_level("WARNING", logger="peoplemap.embed.face"):
+    monkeypatch.setattr(faces_mod, "_converted", {})
+    with caplog.at_level("WARNING"):
         slow = create_embedder("face").embed(chips)
-    assert "run in dlib" in caplog.text
+        # a photo where HOG finds nothing goes to the CNN, dlib's own now
+        turned = pixels(sorted((shared_set("celeba_wild_dev")).glob("*/*"))[0])
+        assert FaceDetector("cnn", upsample=0).detect(turned) is not None
+    assert "descriptors run in dlib" in caplog.text and "CNN face detector runs in dlib" in caplog.text
     assert np.abs(fast - slow).max() < 1e-4
 
 

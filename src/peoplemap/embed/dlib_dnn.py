@@ -26,8 +26,8 @@ import numpy as np
 
 from ..errors import ModelError
 
-_LAYER_NAMES = (b"input_rgb_image_sized", b"con_4", b"con_5", b"affine_", b"max_pool_2", b"avg_pool_2",
-                b"fc_2", b"fc_3")
+_LAYER_NAMES = (b"input_rgb_image_sized", b"input_rgb_image_pyramid", b"loss_mmod_", b"con_4", b"con_5",
+                b"affine_", b"bn_con2", b"max_pool_2", b"avg_pool_2", b"fc_2", b"fc_3")
 _LAYER = re.compile(rb"\x01([\x03-\x20])(" + b"|".join(_LAYER_NAMES) + rb")")
 """A serialized layer name: one length byte (as a 1-byte integer) and one of the names above."""
 
@@ -39,13 +39,16 @@ class Layer:
     """One layer of a dlib network file: its kind, integer settings, float settings and parameters."""
 
     kind: str
-    """input, con, affine, max_pool, avg_pool or fc."""
+    """input, input_pyramid, mmod, con, affine, bn, max_pool, avg_pool or fc."""
     ints: list[int] = field(default_factory=list)
     """con: filters, rows, cols, stride y, stride x, padding y, padding x; pools: window rows, cols,
     strides, paddings (window 0x0: the average of everything); fc: outputs, inputs; input: rows, cols."""
     floats: list[float] = field(default_factory=list)
-    """input: the mean red, green and blue subtracted from each pixel."""
+    """input, input_pyramid: the mean red, green and blue subtracted from each pixel; bn: epsilon;
+    mmod: non-max suppression's IoU and covered-fraction thresholds."""
     params: Optional[np.ndarray] = None
+    """con: filters then biases; affine: gammas then betas; bn: gammas, betas, running means,
+    running variances; fc: inputs x outputs."""
 
 
 class _Reader:
@@ -103,6 +106,23 @@ def read_layers(data: bytes, what: str = "the model file") -> list[Layer]:
         if name == "input_rgb_image_sized":
             means = [r.float(), r.float(), r.float()]
             layers.append(Layer("input", ints=[r.int(), r.int()], floats=means))
+        elif name == "input_rgb_image_pyramid":
+            layers.append(Layer("input_pyramid", floats=[r.float(), r.float(), r.float()]))
+        elif name == "loss_mmod_":
+            if r.int() != 1:
+                raise r.fail("MMOD options of an unknown version")
+            window = [r.int(), r.int()]  # width, height
+            _false_alarm, _missed, _match = r.float(), r.float(), r.float()
+            layers.append(Layer("mmod", ints=window, floats=[r.float(), r.float()]))
+        elif name == "bn_con2":
+            params = r.tensor()
+            for _ in range(2):  # gamma and beta: views of params (version, 4 dimensions)
+                [r.int() for _ in range(5)]
+            r.tensor(), r.tensor()  # the last training batch's means and 1/std
+            running = np.concatenate([params, r.tensor(), r.tensor()])
+            r.int(), r.int()  # updates, window
+            [r.float() for _ in range(4)]  # learning rate and weight decay multipliers
+            layers.append(Layer("bn", params=running, floats=[r.float()]))
         elif name.startswith("con_"):
             params = r.tensor()
             layers.append(Layer("con", ints=[r.int() for _ in range(7)], params=params))
@@ -254,3 +274,180 @@ def face_descriptor_onnx(layers: list[Layer], what: str = "the model file") -> b
                               producer_name="peoplemap")
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
+
+
+# -- dlib's MMOD CNN face detector ---------------------------------------------------------------
+
+def mmod_onnx(layers: list[Layer], what: str = "the model file") -> bytes:
+    """The serialized ONNX model of the convolutional part of dlib's MMOD face detector
+    (dnn_mmod_face_detection_ex.cpp): three 5x5/2 convolutions with batch norm and relu, three 5x5
+    ones, a 9x9 one to one score map. Input "image": N x 3 x H x W float32, already (pixel - mean)
+    / 256; output "scores": N x 1 x h x w, output (r, c) centred on input (8c + 14, 8r + 14)."""
+    try:
+        import onnx
+        from onnx import TensorProto, helper
+    except ImportError as e:
+        raise ModelError(f"converting dlib's face detector needs the onnx package ({e}): pip install onnx") from e
+    g = _Graph(what)
+    g.fail = lambda why: ModelError(f"{what} is not dlib's MMOD face detector: {why}")  # type: ignore[method-assign]
+    kinds = [layer.kind for layer in layers]
+    if kinds[:2] != ["mmod", "input_pyramid"] or kinds[-1] != "con" or kinds[2:-1] != ["con", "bn"] * 6:
+        raise g.fail(f"layers {kinds}")
+    x, shape = "image", [3, 0, 0]
+    for k in range(6):
+        conv, bn = layers[2 + 2 * k], layers[3 + 2 * k]
+        x, shape = g.conv(x, shape, conv)
+        c = shape[0]
+        assert bn.params is not None
+        if bn.params.size != 4 * c:
+            raise g.fail(f"a batch norm with {bn.params.size} values on {c} channels")
+        gamma, beta, mean, var = bn.params.reshape(4, c)
+        scale = gamma / np.sqrt(var + bn.floats[0])
+        x = g.node("Relu", [g.node("Add", [g.node("Mul", [x, g.const(scale.reshape(1, c, 1, 1))]),
+                                          g.const((beta - mean * scale).reshape(1, c, 1, 1))])])
+    x, shape = g.conv(x, shape, layers[-1])
+    if shape[0] != 1:
+        raise g.fail(f"{shape[0]} score maps")
+    g.node("Identity", [x], output="scores")
+    graph = helper.make_graph(g.nodes, "dlib_mmod_face_detector", [
+        helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 1, "sh", "sw"])], g.weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="peoplemap")
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+PYRAMID_RATE = 5 / 6
+"""dlib's pyramid_down<6>: each level floor(5/6) of the one above, down to 5 rows."""
+TILE_PADDING, TILE_OUTER_PADDING = 10, 11
+"""dlib's input_rgb_image_pyramid defaults: zeros between the pyramid's tiles and around them."""
+
+
+def _round(v: float) -> int:
+    """C's round (halves away from zero), as dlib turns a drectangle into a rectangle."""
+    return int(np.floor(v + 0.5)) if v >= 0 else -int(np.floor(-v + 0.5))
+
+
+def tiled_pyramid(rows: int, cols: int, padding: int = TILE_PADDING,
+                  outer: int = TILE_OUTER_PADDING) -> tuple[list[tuple[int, int, int, int]], int, int]:
+    """dlib's compute_tiled_image_pyramid_details: where each level of an image of rows x cols sits in
+    the one image dlib scans (left, top, right, bottom, inclusive), and that image's rows and cols."""
+    sizes = [(rows, cols)]
+    while True:
+        rows, cols = int(np.floor(PYRAMID_RATE * rows)), int(np.floor(PYRAMID_RATE * cols))
+        if rows * cols == 0 or rows < 5:
+            break
+        sizes.append((rows, cols))
+    total_height = sum(h + padding for h, _ in sizes) - 2 * padding
+    height = prev_width = 0
+    for h, w in sizes:
+        if w <= sizes[0][1] - prev_width - padding and (height - sizes[0][0]) * 2 >= total_height - sizes[0][0]:
+            break
+        height += h + padding
+        prev_width = w
+    height -= padding
+    width = sizes[0][1]
+    rects: list[tuple[int, int, int, int]] = []
+    y = outer
+    while y < height + outer and len(rects) < len(sizes):
+        h, w = sizes[len(rects)]
+        rects.append((outer, y, outer + w - 1, y + h - 1))
+        y += h + padding
+    y -= padding
+    first = rects[0]
+    while len(rects) < len(sizes):
+        h, w = sizes[len(rects)]
+        right, bottom = outer + width - 1, y - 1
+        rect = (right - (w - 1), bottom - (h - 1), right, bottom)
+        if rect[0] <= first[2] and rect[2] >= first[0] and rect[1] <= first[3] and rect[3] >= first[1]:
+            break  # the last row would overlap the original image
+        rects.append(rect)
+        y -= h + padding
+    return rects, height + 2 * outer, width + 2 * outer
+
+
+def _resize_bilinear(t: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """dlib's resize_image of a (3, h, w) tensor: bilinear, corners aligned."""
+    _, h, w = t.shape
+    ys = np.arange(rows) * ((h - 1) / max(rows - 1, 1))
+    xs = np.arange(cols) * ((w - 1) / max(cols - 1, 1))
+    y0 = np.minimum(np.floor(ys).astype(np.int64), h - 1)
+    x0 = np.minimum(np.floor(xs).astype(np.int64), w - 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    x1 = np.minimum(x0 + 1, w - 1)
+    fy = (ys - y0).astype(np.float32)[None, :, None]
+    fx = (xs - x0).astype(np.float32)[None, None, :]
+    top = t[:, y0][:, :, x0] * (1 - fx) + t[:, y0][:, :, x1] * fx
+    bottom = t[:, y1][:, :, x0] * (1 - fx) + t[:, y1][:, :, x1] * fx
+    return np.ascontiguousarray(top * (1 - fy) + bottom * fy, dtype=np.float32)
+
+
+def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    if w <= 0 or h <= 0:
+        return 0.0
+    inter = w * h
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@dataclass
+class MmodDetector:
+    """dlib's MMOD CNN face detector run in onnxruntime, the rest done as dlib does it: the image and
+    its pyramid tiled into one image, one score map, each score above the threshold a detection
+    window mapped back to the image, non-max suppression. Equal to dlib's
+    cnn_face_detection_model_v1 (without upsampling) up to float rounding (tests/test_face.py)."""
+
+    session: Any
+    means: tuple[float, float, float]
+    window: tuple[int, int]
+    nms_iou: float
+
+    @classmethod
+    def from_layers(cls, layers: list[Layer], session_of: Any, what: str = "the model file") -> "MmodDetector":
+        model = mmod_onnx(layers, what)
+        means = layers[1].floats
+        return cls(session_of(model), (means[0], means[1], means[2]), (layers[0].ints[0], layers[0].ints[1]),
+                   layers[0].floats[0])
+
+    def detect(self, rgb: np.ndarray, threshold: float = 0.0) -> list[tuple[int, int, int, int, float]]:
+        """Faces in an RGB uint8 image: (left, top, right, bottom, score) as dlib's rectangles
+        (inclusive), best first, scores above `threshold` (dlib's detection confidence)."""
+        h, w = rgb.shape[:2]
+        rects, rows, cols = tiled_pyramid(h, w)
+        tiled = np.zeros((1, 3, rows, cols), np.float32)
+        level = (rgb.astype(np.float32).transpose(2, 0, 1) - np.asarray(self.means, np.float32)[:, None, None]) / 256
+        for i, (left, top, right, bottom) in enumerate(rects):
+            if i:
+                level = _resize_bilinear(level, bottom - top + 1, right - left + 1)
+            tiled[0, :, top:bottom + 1, left:right + 1] = level
+        if min(rows, cols) < MIN_SCANNED:
+            return []
+        scores = self.session.run(None, {"image": tiled})[0][0, 0]
+        half_w, half_h = (self.window[0] - 1) / 2, (self.window[1] - 1) / 2
+        found: list[tuple[float, float, float, float, float]] = []
+        for r, c in zip(*np.nonzero(scores > threshold)):
+            x, y = 8.0 * c + 14, 8.0 * r + 14
+            k = min(range(len(rects)), key=lambda i: _distance(rects[i], x, y))
+            left, top = rects[k][0], rects[k][1]
+            box = [x - half_w - left, y - half_h - top, x + half_w - left, y + half_h - top]
+            for _ in range(k):  # dlib's pyramid_down<6>::point_up, one level at a time
+                box = [v * 1.2 + 0.3 for v in box]
+            found.append((box[0], box[1], box[2], box[3], float(scores[r, c])))
+        found.sort(key=lambda d: -d[4])
+        kept: list[tuple[float, float, float, float, float]] = []
+        for d in found:
+            if all(_iou(d, k) <= self.nms_iou for k in kept):
+                kept.append(d)
+        return [(_round(d[0]), _round(d[1]), _round(d[2]), _round(d[3]), d[4]) for d in kept]
+
+
+MIN_SCANNED = 29
+"""The smallest side the three 5x5/2 convolutions leave a 5x5 map of."""
+
+
+def _distance(rect: tuple[int, int, int, int], x: float, y: float) -> float:
+    """dlib's nearest_rect measure: how far (x, y) is outside `rect` (0 inside)."""
+    dx = max(rect[0] - x, 0.0, x - rect[2])
+    dy = max(rect[1] - y, 0.0, y - rect[3])
+    return dx * dx + dy * dy
