@@ -9,6 +9,7 @@ same venv and the same workload code (this file); the machine is shared, so only
 one interleaved run mean anything. Workloads:
 - index-mobilenet: `Library.index` of cuhk01 (1,944 PNGs) with mobilenetv2, images/s
 - index-face: `Library.index` of extended_yaleb_cropped_subset (719 faces) with the face model, images/s
+- index-celeba: `Library.index` of celeba_wild_dev (1,222 in-the-wild photos) with the face model, images/s
 - scale-100k / scale-1m: bench_scale.py's child at N = 100k / 1M generated identity vectors:
   write, `Library.cluster`, `assign_new` 1%, search index build and search p50
 """
@@ -44,6 +45,7 @@ with tempfile.TemporaryDirectory() as tmp:
 WORKLOADS = {
     "index-mobilenet": ("index", "cuhk01_campus_first486", "mobilenetv2"),
     "index-face": ("index", "extended_yaleb_cropped_subset", "face"),
+    "index-celeba": ("index", "celeba_wild_dev", "face"),
     "scale-100k": ("scale", 100_000, None),
     "scale-1m": ("scale", 1_000_000, None),
 }
