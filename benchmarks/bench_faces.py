@@ -76,7 +76,8 @@ def main() -> None:
     for prof in args.profiles:
         # as Library.cluster runs it: the default profile checks its groups against the model's
         # match distance
-        kw = ({"link_distance": lib.match_distance(), "min_group_score": lib.min_group_score()}
+        kw = ({"link_distance": lib.match_distance(), "merge_distance": lib.merge_distance(),
+               "min_group_score": lib.min_group_score()}
               if prof == "default" else {})
         lab = Clusterer(prof, **kw).fit(X.copy(), scores=score_of(scored_items)).labels_
         rep = evaluate.clustering_report(y, lab)

@@ -320,3 +320,41 @@ def test_groups_of_weak_detections_are_left_unsorted() -> None:
         drop_weak_groups(plain, np.ones(10), scores[:3], 0.0)
     with pytest.raises(InputError):
         Clusterer("default", min_group_score="high").fit(Z, scores=scores)
+
+
+def test_groups_of_one_person_are_joined_and_strangers_kept_apart() -> None:
+    """merge_groups joins groups whose members are on average closer than the merge distance (one
+    person HDBSCAN split in two), never two groups holding faces of one photo, and not a look-alike
+    group whose nearest faces are close but whose average is not."""
+    from peoplemap.cluster import merge_groups
+    from peoplemap.knn import knn_graph
+
+    rng = np.random.default_rng(2)
+    centre = _unit(rng.normal(size=(2, 64)))
+    half_a = _unit(centre[0] + 0.02 * rng.normal(size=(6, 64)))
+    half_b = _unit(centre[0] + 0.02 * rng.normal(size=(6, 64)))  # the same person
+    other = _unit(centre[1] + 0.02 * rng.normal(size=(6, 64)))
+    # a look-alike of the person: each of its faces is near one of hers, the group is not
+    look = _unit(0.75 * centre[0] + 0.66 * centre[1] + 0.02 * rng.normal(size=(6, 64)))
+    Z = np.vstack([half_a, half_b, other, look]).astype(np.float32)
+    _, nbr, _ = knn_graph(Z, 16)
+    labels = np.repeat(np.arange(4), 6)
+    avg = lambda a, b: float(np.sqrt(max(0.0, 2 - 2 * Z[labels == a].mean(0) @ Z[labels == b].mean(0))))
+    assert avg(0, 1) < 0.345 < min(avg(0, 3), avg(1, 3), avg(0, 2))
+    merged = merge_groups(labels, Z, nbr, 0.345)
+    assert (merged[:12] == merged[0]).all()  # the two halves are one person
+    assert len({merged[0], merged[12], merged[18]}) == 3  # the other person and the look-alike apart
+    assert set(merged) == {0, 1, 2}  # renumbered 0..k-1
+    # a face of half a and a face of half b in one photo: two people, never joined
+    kept = merge_groups(labels, Z, nbr, 0.345, [np.array([0, 6])])
+    assert kept[0] != kept[6]
+    with_noise = labels.copy()
+    with_noise[[5, 11]] = NOISE
+    assert (merge_groups(with_noise, Z, nbr, 0.345)[[5, 11]] == NOISE).all()  # unsorted stay so
+    # a profile parameter, checked; it needs the link distance's checked groups
+    with pytest.raises(InputError, match="merge_distance"):
+        Clusterer("default", merge_distance=0.345).fit(Z)
+    with pytest.raises(InputError, match="merge_distance"):
+        Clusterer("default", link_distance=0.32, merge_distance=3).fit(Z)
+    fitted = Clusterer("default", link_distance=0.32, merge_distance=0.345).fit(Z)
+    assert fitted.labels_[0] == fitted.labels_[6] != fitted.labels_[12]

@@ -373,6 +373,35 @@ def test_face_library_end_to_end_on_group_photos(tmp_path):
         assert all(r.hits[0].path == str(group) for r in results)  # each face finds itself
 
 
+def test_lab_lit_poses_of_one_person_are_one_person(tmp_path) -> None:
+    """yale_faces (15 people, 11 lightings and expressions each): HDBSCAN checked against the match
+    distance leaves some people in two groups; joining groups that are one person on average
+    (cluster.merge_groups at the model's merge distance) sorts every photo to its person."""
+    from peoplemap import Library
+    from peoplemap.cluster import Clusterer
+    from peoplemap.config import Settings
+    from peoplemap.evaluate import bcubed_prf
+
+    folder = shared_set("yale_faces")
+    with Library.open(tmp_path / "lib", create=True,
+                      settings=Settings(cache_dir=str(tmp_path / "cache"), workers=2)) as lib:
+        lib.index(folder, model="face")
+        lib.cluster(model="face")
+        who = {image_id: Path(path).parent.name for image_id, path, _sha in lib.store.images.under(str(folder))}
+        items = [it for it in lib.items("face") if it.image_id in who]
+        person = {i: p.id for p in lib.people("face") for i in lib.person(p.id).item_ids}
+        y = np.array([who[it.image_id] for it in items], dtype=object)
+        p, r, f = bcubed_prf(y, np.array([person.get(it.id, -1 - k) for k, it in enumerate(items)]))
+        assert p == 1.0 and f >= 0.99, (p, r, f)  # measured 1.000
+        ids, X = lib.vectors("face")
+        row = {int(i): k for k, i in enumerate(ids)}
+        X = X[[row[it.id] for it in items]]
+        scores = np.array([it.score for it in items])
+        unjoined = Clusterer("default", link_distance=lib.match_distance(),
+                             min_group_score=lib.min_group_score()).fit(X, scores=scores).labels_
+        assert bcubed_prf(y, unjoined)[2] < f  # measured 0.956
+
+
 def test_libraries_of_the_previous_face_version_keep_working(tmp_path) -> None:
     """The previous release named the face vectors with a hash that also covered the CNN fallback's
     file (same vectors): such a library is indexed and searched as it is, with no --rebuild; a set

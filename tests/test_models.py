@@ -113,7 +113,7 @@ def test_every_registered_model_declares_its_capabilities(tmp_path: Path, settin
     for name, m in models.items():
         assert isinstance(m, Detector) and isinstance(m, Embedder) and isinstance(m, Model), name
         for attr in ("parallel", "two_phase", "collection_whitening", "decode_max_side", "item_kind",
-                     "match_distance", "min_group_score", "compatible_versions",
+                     "match_distance", "min_group_score", "merge_distance", "compatible_versions",
                      "load", "detect", "embed", "preprocess", "embed_preprocessed"):
             inspect.getattr_static(m, attr)  # declared on the class (or its base), not discovered
         assert m.parallel in PARALLEL, name

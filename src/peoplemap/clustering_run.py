@@ -34,9 +34,11 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
     scores = None
     if profile == "default":
         # the default profile checks HDBSCAN's groups against the model's match distance
-        # (cluster.refine_by_links) and drops groups of weak detections (cluster.drop_weak_groups);
+        # (cluster.refine_by_links), joins groups that are one person on average
+        # (cluster.merge_groups) and drops groups of weak detections (cluster.drop_weak_groups);
         # models without these get HDBSCAN alone
         params.setdefault("link_distance", lib.match_distance(s.model))
+        params.setdefault("merge_distance", lib.merge_distance(s.model) if params["link_distance"] else None)
         params.setdefault("min_group_score", lib.min_group_score(s.model))
         if params["min_group_score"] is not None:
             scores = lib.store.items.scores(s.id, ids)

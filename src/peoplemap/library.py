@@ -154,6 +154,12 @@ class Library:
         e = self.installed_model(model)
         return None if e is None else e.match_distance
 
+    def merge_distance(self, model: str | None = None) -> float | None:
+        """The set's model's merge_distance (peoplemap.embed.base.Model.merge_distance); None when
+        the model declares none or is not installed here."""
+        e = self.installed_model(model)
+        return None if e is None else e.merge_distance
+
     def min_group_score(self, model: str | None = None) -> float | None:
         """The set's model's min_group_score (peoplemap.embed.base.Model.min_group_score); None
         when the model declares none or is not installed here."""

@@ -67,6 +67,9 @@ class Model(Detector, Embedder, Protocol):
     min_group_score: float | None
     """A group of items whose median detection score is below this is not a person (false
     detections resemble each other); None: no such rule."""
+    merge_distance: float | None
+    """The default clustering joins two groups whose members are on average (root mean square over
+    all pairs) closer than this (peoplemap.cluster.merge_groups); None: no joining."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
@@ -98,6 +101,7 @@ class ModelBase:
     match_distance: float | None = None
     compatible_versions: tuple[str, ...] = ()
     min_group_score: float | None = None
+    merge_distance: float | None = None
     """Versions that gave the same vectors under another name (a library made by one of them is
     used as it is, and its set takes the current version)."""
 
@@ -129,7 +133,7 @@ def check_model(model: Any) -> Model:
     for flag in ("two_phase", "collection_whitening"):
         if not isinstance(getattr(model, flag, None), bool):
             raise ModelError(f"model class {what} must declare {flag} as True or False")
-    for number in ("match_distance", "min_group_score"):
+    for number in ("match_distance", "min_group_score", "merge_distance"):
         v = getattr(model, number, "missing")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ModelError(f"model class {what} must declare {number} as a number or None")

@@ -52,6 +52,15 @@ index, then added): the clustering's radius rule alone put 67% of the faces of p
 library with someone; at 0.32, under 1%, while 88% of known people's new faces join the right person."""
 
 
+MERGE_DISTANCE = 0.345
+"""Two groups of faces whose members are on average this close are one person: dlib's own
+clustering threshold for these descriptors (0.5 on raw descriptors, as in its chinese whispers
+example; `cluster.CW_THRESHOLD`), applied to the average over all pairs of the two groups instead of
+to a single pair. Measured on the 8 shared face sets together (benchmarks/RESULTS.md): BCubed F over
+all photos unchanged or higher on each from 0.34 to 0.35 (att_orl 0.968 -> 1.000, yale 0.956 ->
+1.000, celeba_wild_dev +0.013, LFW DevTest -0.001); at 0.36 yale and at 0.37 extended Yale B lose."""
+
+
 def _recognition() -> Shared:
     path = model_path(RECOGNITION_MODEL)
     return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
@@ -90,6 +99,7 @@ class FaceEmbedder(base.ModelBase):
     """dlib holds the GIL and runs on one core: index runs spread images over worker processes."""
     decode_max_side: int | None = DECODE_MIN_SIDE
     match_distance: float | None = MATCH_DISTANCE
+    merge_distance: float | None = MERGE_DISTANCE
     min_group_score: float | None = 0.0
     """dlib's own default detection threshold (peoplemap keeps HOG faces down to -0.2 for recall):
     a group whose median face is below it is hair, text or logos, not a person (celeba_wild_dev,
