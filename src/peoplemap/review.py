@@ -1,8 +1,10 @@
 """Finishing the people page: merge suggestions and review groups, for a user to answer.
 
-- `merge_suggestions`: pairs of people likely to be one person, ranked by a link score: the mean
-  distance of the closest cross pairs of their faces (single people photographed in different
-  conditions are split by clustering along such bridges), shortlisted through person centroids.
+- `merge_suggestions`: pairs of people likely to be one person, ranked by the average distance
+  between their faces (root mean square over all cross pairs, the measure the default clustering
+  joins groups by, `cluster.merge_groups`), shortlisted through person centroids. Ranked by the
+  closest few pairs instead, look-alikes came first: on celeba_wild_dev the simulated user needed
+  328 answers to reach BCubed F 0.99, 226 with the average.
   People the user marked as different are never suggested.
 - `review_groups`: unsorted faces (and members the clustering was unsure of), grouped so that
   similar faces sit together, each group with its best candidate person: "Are these <name>?".
@@ -32,10 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LINK_PAIRS = 3
-"""The link score of two people is the mean distance of their LINK_PAIRS closest cross pairs."""
 CENTROID_CANDIDATES = 8
-"""Per person, the people with the nearest centroids whose link score is computed."""
+"""Per person, the people with the nearest centroids whose average distance is computed."""
 GROUP_DISTANCE = 0.40
 """Unsorted faces closer than this (Euclidean, unit vectors) that are each among the other's
 GROUP_K nearest go in one review group (mutual neighbours: no chains through crowds of strangers).
@@ -53,12 +53,12 @@ FACES_SHOWN = 4
 
 @dataclass(frozen=True)
 class MergeSuggestion(Response):
-    """Two people who may be one: the smaller link distance, the likelier."""
+    """Two people who may be one: the smaller their average distance, the likelier."""
 
     person_id: int
     other_id: int
     distance: float
-    """Mean Euclidean distance of the closest cross pairs of faces (unit vectors; 0 = identical)."""
+    """Root mean square Euclidean distance over all pairs of their faces (unit vectors; 0 = identical)."""
     person_faces: list[int] = field(default_factory=list)
     other_faces: list[int] = field(default_factory=list)
     """A few item ids of each, closest pair first: shown side by side."""
@@ -229,13 +229,12 @@ def _neighbours(lib: "Library", set_id: int, name: str, k: int, keys: np.ndarray
 
 
 def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
-    """(mean distance of the LINK_PAIRS closest cross pairs, row in A, row in B of the closest)."""
-    d2 = np.maximum(2.0 - 2.0 * (XA @ XB.T), 0.0)
-    flat = d2.ravel()
-    k = min(LINK_PAIRS, flat.size)
-    part = np.argpartition(flat, k - 1)[:k]
-    best = int(part[np.argmin(flat[part])])
-    return float(np.sqrt(flat[part]).mean()), best // d2.shape[1], best % d2.shape[1]
+    """(root mean square distance over all cross pairs, row in A, row in B of the closest pair):
+    for unit rows the mean squared distance is 2 - 2 mean(A) . mean(B)."""
+    dots = XA @ XB.T
+    best = int(np.argmax(dots))
+    mean_dot = float(XA.mean(axis=0) @ XB.mean(axis=0))
+    return float(np.sqrt(max(0.0, 2.0 - 2.0 * mean_dot))), best // dots.shape[1], best % dots.shape[1]
 
 
 def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Optional[int] = None,
@@ -243,7 +242,7 @@ def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Op
     """The likeliest same-person pairs of people, best first (only pairs with `person` when given).
     Pairs the user marked as different, and hidden people, are left out. Candidate pairs come from
     each person's CENTROID_CANDIDATES nearest centroids (kept between calls, updated for the
-    people that changed); the link score is computed for the best-placed ones only (at most
+    people that changed); the average distance is computed for the best-placed ones only (at most
     10 x limit + 100), so 100k faces answer in well under a second once the table is made."""
     with lib.derived.review.lock:
         v = _view(lib, model)
