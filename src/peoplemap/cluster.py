@@ -471,12 +471,23 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
     sums = np.zeros((k, Z.shape[1]), dtype=np.float64)
     np.add.at(sums, labels[grouped], Z[grouped])
     counts = np.bincount(labels[grouped], minlength=k).astype(np.float64)
-    rows, cols = np.nonzero(nbr >= 0)
-    a, b = labels[rows], labels[nbr[rows, cols]]
-    keep = (a != NOISE) & (b != NOISE) & (a != b)
-    pairs = np.unique(np.stack([np.minimum(a[keep], b[keep]), np.maximum(a[keep], b[keep])], axis=1), axis=0)
+    codes = []
+    for j in range(nbr.shape[1]):  # a column at a time: a million rows x 16 at once is ~1 GB
+        col = nbr[:, j]
+        ok = (col >= 0) & grouped
+        a, b = labels[ok], labels[col[ok]]
+        ok = (b != NOISE) & (a != b)
+        codes.append(np.unique(np.minimum(a[ok], b[ok]) * k + np.maximum(a[ok], b[ok])))
+    pairs = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
+    xs, ys = pairs // k, pairs % k
+    means = sums / np.maximum(counts, 1)[:, None]
+    mean_dot = np.einsum("ij,ij->i", means[xs], means[ys]) if len(pairs) else np.zeros(0)
+    d0 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * mean_dot))
+    close = d0 < distance
+    # Only close pairs matter: the mean squared distance of a merged group to another is the
+    # size-weighted mean of its parts', so it is below `distance` only if one part's was.
     adjacent: dict[int, set[int]] = {}
-    for x, y in pairs.tolist():
+    for x, y in zip(xs[close].tolist(), ys[close].tolist()):
         adjacent.setdefault(x, set()).add(y)
         adjacent.setdefault(y, set()).add(x)
     photos: dict[int, set[int]] = {}
@@ -489,7 +500,7 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
         mean_dot = float(sums[x] @ sums[y]) / (counts[x] * counts[y])
         return float(np.sqrt(max(0.0, 2.0 - 2.0 * mean_dot)))
 
-    heap = [(d, x, y) for x, y in pairs.tolist() if (d := apart(x, y)) < distance]
+    heap = [(apart(x, y), x, y) for x, y in zip(xs[close].tolist(), ys[close].tolist())]
     heapq.heapify(heap)
     into = np.arange(k)
     while heap:
@@ -505,12 +516,14 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
         counts[x] += counts[y]
         photos.setdefault(x, set()).update(photos.pop(y, set()))
         neighbours = (adjacent.pop(y, set()) | adjacent.get(x, set())) - {x, y}
-        adjacent[x] = neighbours
+        adjacent[x] = set()
         for z in neighbours:
             adjacent[z].discard(y)
-            adjacent[z].add(x)
+            adjacent[z].discard(x)
             dz = apart(x, z)
             if dz < distance:
+                adjacent[x].add(z)
+                adjacent[z].add(x)
                 heapq.heappush(heap, (dz, min(x, z), max(x, z)))
     root = into.copy()
     for c in range(k):  # follow chains of merges to their last group
