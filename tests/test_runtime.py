@@ -282,14 +282,19 @@ def test_default_runtime_is_recorded_and_onnxruntime_can_be_forced(model_setting
         assert s.unchanged == 4 and s.items_added == 0
 
 
-def test_face_workers_never_load_an_inference_runtime() -> None:
-    """The face model (dlib) and its worker processes do not import OpenVINO or onnxruntime."""
+def test_face_workers_run_dlibs_networks_in_one_onnxruntime_thread_each() -> None:
+    """A face worker process runs dlib's converted networks in onnxruntime on one thread each (the
+    face model spreads photos over processes), and never loads OpenVINO (whose bf16 would change
+    the vectors)."""
     code = ("import sys; from peoplemap.config import load_settings; "
             "from peoplemap.indexing_work import process_init; "
             "process_init('face', load_settings()); "  # what each worker runs when it starts
-            "print(sorted({'openvino', 'onnxruntime'} & set(sys.modules)))")
+            "from peoplemap.embed.face import descriptor_session; "
+            "from peoplemap.detect.faces import mmod_detector; "
+            "print(sorted({'openvino', 'onnxruntime'} & set(sys.modules)), descriptor_session().threads, "
+            "mmod_detector().session.threads)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.strip() == "['onnxruntime'] 1 1"
 
 
 def test_openvino_sends_no_telemetry(tmp_path: Path) -> None:
