@@ -329,6 +329,14 @@ p.wait()
 """
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C and hang-up as a terminal delivers them: a test run started in the background
+    (`nohup make test &`) would otherwise pass on SIGINT and SIGHUP ignored, and `peoplemap ui`
+    rightly keeps serving under nohup."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGINT", "SIGTERM", "SIGKILL", "parent-dies"])
 def test_stopping_peoplemap_ui_stops_its_server(how: str, tmp_path: Path) -> None:
@@ -338,12 +346,12 @@ def test_stopping_peoplemap_ui_stops_its_server(how: str, tmp_path: Path) -> Non
     log = open(tmp_path / "ui.log", "w+")
     if how == "parent-dies":
         parent = subprocess.Popen([sys.executable, "-c", UI_PARENT, *cmd], stdout=subprocess.PIPE,
-                                  stderr=log, text=True)
+                                  stderr=log, text=True, preexec_fn=_as_from_a_terminal)
         ui = int(parent.stdout.readline())
         watched = parent
     else:
         parent = None
-        watched = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        watched = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_as_from_a_terminal)
         ui = watched.pid
     try:
         _wait_serving(port, watched)
