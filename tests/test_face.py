@@ -296,7 +296,6 @@ def test_converted_cnn_detector_finds_dlibs_faces() -> None:
 def test_without_the_converted_network_dlib_computes_the_same_descriptors(
         embedder: FaceEmbedder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from peoplemap.embed import dlib_dnn
-    from peoplemap.embed import face as face_mod
 
     chips = _celeba_chips(embedder, 4)
     fast = embedder.embed(chips)
@@ -306,8 +305,7 @@ def test_without_the_converted_network_dlib_computes_the_same_descriptors(
 
     monkeypatch.setattr(dlib_dnn, "face_descriptor_onnx", refuse)
     monkeypatch.setattr(dlib_dnn, "mmod_onnx", refuse)
-    monkeypatch.setattr(face_mod, "_converted", {})
-    monkeypatch.setattr(faces_mod, "_converted", {})
+    monkeypatch.setattr(dlib_dnn, "_converted", {})
     with caplog.at_level("WARNING"):
         slow = create_embedder("face").embed(chips)
         # a photo where HOG finds nothing goes to the CNN, dlib's own now

@@ -135,10 +135,6 @@ def _cnn() -> Shared:
     return shared_model(str(path), lambda: import_dlib().cnn_face_detection_model_v1(str(path)))
 
 
-_converted: dict[str, Any] = {}
-_converted_lock = threading.Lock()
-
-
 def mmod_detector() -> Any:
     """dlib's MMOD CNN face detector converted to run in onnxruntime (`embed.dlib_dnn.MmodDetector`,
     same boxes and scores as dlib's, ~13x faster on this wheel), one per process; None, with a
@@ -146,17 +142,11 @@ def mmod_detector() -> Any:
     from ..embed import dlib_dnn
     from ..embed.onnx_session import memory_session
 
-    path = model_path(CNN_MODEL)
-    with _converted_lock:
-        if str(path) not in _converted:
-            try:
-                layers = dlib_dnn.read_layers(path.read_bytes(), path.name)
-                _converted[str(path)] = dlib_dnn.MmodDetector.from_layers(
-                    layers, lambda model: memory_session(model, path.name, threads=1), path.name)
-            except (ModelError, OSError) as e:
-                log.warning("the CNN face detector runs in dlib (about 13x slower): %s", e)
-                _converted[str(path)] = None
-        return _converted[str(path)]
+    return dlib_dnn.converted(
+        CNN_MODEL, lambda: model_path(CNN_MODEL),
+        lambda layers, name: dlib_dnn.MmodDetector.from_layers(
+            layers, lambda model: memory_session(model, name, threads=1), name),
+        "the CNN face detector runs in dlib (about 13x slower)")
 
 
 def _cnn_faces(img: np.ndarray, upsample: int = 0) -> tuple[list[Any], list[float]]:
@@ -284,8 +274,8 @@ class FaceDetector:
                 f"auto: one scan of the luminance enlarged by min({MAX_SCAN_SCALE}, sqrt({SCAN_PIXELS} / h*w))"
                 if self.detector == "hog" else
                 f"auto: most doublings (<= {MAX_UPSAMPLE}) keeping h*w*4^n <= {UPSAMPLE_BUDGET[self.detector]} px"),
-            "cnn_fallback": (f"no HOG face: MMOD CNN ({CNN_MODEL}) on the image shrunk to <= {CNN_FIRST_PIXELS} px, "
-                             f"then <= {CNN_FALLBACK_PIXELS} px"
+            "cnn_fallback": (f"no HOG face: MMOD CNN ({CNN_MODEL}) on the image scaled to ~{CNN_FIRST_PIXELS} px, "
+                             f"then ~{CNN_FALLBACK_PIXELS} px (enlarged at most {MAX_SCAN_SCALE}x)"
                              if self.fallback_cnn else "off"),
             "threshold": HOG_THRESHOLD if self.detector == "hog" else 0.0,
             "min_face_px": self.min_face,

@@ -18,13 +18,18 @@ searched), in the order dlib writes the layers: from the input up.
 """
 from __future__ import annotations
 
+import logging
 import re
+import threading
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from ..errors import ModelError
+
+log = logging.getLogger(__name__)
 
 _LAYER_NAMES = (b"input_rgb_image_sized", b"input_rgb_image_pyramid", b"loss_mmod_", b"con_4", b"con_5",
                 b"affine_", b"bn_con2", b"max_pool_2", b"avg_pool_2", b"fc_2", b"fc_3")
@@ -32,6 +37,25 @@ _LAYER = re.compile(rb"\x01([\x03-\x20])(" + b"|".join(_LAYER_NAMES) + rb")")
 """A serialized layer name: one length byte (as a 1-byte integer) and one of the names above."""
 
 OPSET = 17
+
+_converted: dict[str, Any] = {}
+_converted_lock = threading.Lock()
+
+
+def converted(name: str, path: Callable[[], Path], build: Callable[[list["Layer"], str], Any],
+              otherwise: str) -> Any:
+    """`build(read_layers(file), file name)` for the dlib network file `name`, once per process
+    (`path()` finds the file the first time only); None, with one warning saying `otherwise`, where
+    it cannot be built: the caller then runs dlib's own implementation."""
+    with _converted_lock:
+        if name not in _converted:
+            try:
+                file = path()
+                _converted[name] = build(read_layers(file.read_bytes(), file.name), file.name)
+            except (ModelError, OSError) as e:
+                log.warning("%s: %s", otherwise, e)
+                _converted[name] = None
+        return _converted[name]
 
 
 @dataclass
@@ -141,14 +165,25 @@ def read_layers(data: bytes, what: str = "the model file") -> list[Layer]:
 class _Graph:
     """Collects ONNX nodes and weights; shapes are (channels, rows, cols) of one sample."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, network: str) -> None:
         self.nodes: list[Any] = []
         self.weights: list[Any] = []
         self.count = 0
         self.what = what
+        self.network = network
 
     def fail(self, why: str) -> ModelError:
-        return ModelError(f"{self.what} is not dlib's face recognition ResNet: {why}")
+        return ModelError(f"{self.what} is not {self.network}: {why}")
+
+    def model(self, inputs: list[Any], outputs: list[Any]) -> bytes:
+        """The checked, serialized ONNX model of the nodes so far."""
+        import onnx
+        from onnx import helper
+
+        graph = helper.make_graph(self.nodes, self.network, inputs, outputs, self.weights)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="peoplemap")
+        onnx.checker.check_model(model)
+        return bytes(model.SerializeToString())
 
     def name(self, prefix: str) -> str:
         self.count += 1
@@ -217,12 +252,8 @@ def face_descriptor_onnx(layers: list[Layer], what: str = "the model file") -> b
     stride 2 takes a 2x2/2 average pool of its input as the shortcut; global average pool; a 128-d
     fully connected layer without bias. ModelError when the layers do not fit that network.
     """
-    try:
-        import onnx
-        from onnx import TensorProto, helper
-    except ImportError as e:
-        raise ModelError(f"converting dlib's descriptor needs the onnx package ({e}): pip install onnx") from e
-    g = _Graph(what)
+    TensorProto, helper = _onnx()
+    g = _Graph(what, "dlib's face recognition ResNet")
     kinds = [layer.kind for layer in layers]
     if kinds[:4] != ["input", "con", "affine", "max_pool"] or kinds[-2:] != ["avg_pool", "fc"]:
         raise g.fail(f"layers {kinds[:4]} ... {kinds[-2:]}")
@@ -267,13 +298,17 @@ def face_descriptor_onnx(layers: list[Layer], what: str = "the model file") -> b
         raise g.fail(f"a {inputs}x{outputs} fully connected layer on {shape}")
     x = g.node("Flatten", [x])
     g.node("MatMul", [x, g.const(fc.params.reshape(inputs, outputs))], output="descriptors")
-    graph = helper.make_graph(g.nodes, "dlib_face_recognition_resnet", [
-        helper.make_tensor_value_info("chips", TensorProto.UINT8, ["n", size, size, 3])],
-        [helper.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["n", outputs])], g.weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="peoplemap")
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
+    return g.model([helper.make_tensor_value_info("chips", TensorProto.UINT8, ["n", size, size, 3])],
+                   [helper.make_tensor_value_info("descriptors", TensorProto.FLOAT, ["n", outputs])])
+
+
+def _onnx() -> tuple[Any, Any]:
+    """onnx's TensorProto and helper, or ModelError naming the package to install."""
+    try:
+        from onnx import TensorProto, helper
+    except ImportError as e:
+        raise ModelError(f"converting dlib's networks needs the onnx package ({e}): pip install onnx") from e
+    return TensorProto, helper
 
 
 # -- dlib's MMOD CNN face detector ---------------------------------------------------------------
@@ -283,13 +318,8 @@ def mmod_onnx(layers: list[Layer], what: str = "the model file") -> bytes:
     (dnn_mmod_face_detection_ex.cpp): three 5x5/2 convolutions with batch norm and relu, three 5x5
     ones, a 9x9 one to one score map. Input "image": N x 3 x H x W float32, already (pixel - mean)
     / 256; output "scores": N x 1 x h x w, output (r, c) centred on input (8c + 14, 8r + 14)."""
-    try:
-        import onnx
-        from onnx import TensorProto, helper
-    except ImportError as e:
-        raise ModelError(f"converting dlib's face detector needs the onnx package ({e}): pip install onnx") from e
-    g = _Graph(what)
-    g.fail = lambda why: ModelError(f"{what} is not dlib's MMOD face detector: {why}")  # type: ignore[method-assign]
+    TensorProto, helper = _onnx()
+    g = _Graph(what, "dlib's MMOD face detector")
     kinds = [layer.kind for layer in layers]
     if kinds[:2] != ["mmod", "input_pyramid"] or kinds[-1] != "con" or kinds[2:-1] != ["con", "bn"] * 6:
         raise g.fail(f"layers {kinds}")
@@ -309,12 +339,8 @@ def mmod_onnx(layers: list[Layer], what: str = "the model file") -> bytes:
     if shape[0] != 1:
         raise g.fail(f"{shape[0]} score maps")
     g.node("Identity", [x], output="scores")
-    graph = helper.make_graph(g.nodes, "dlib_mmod_face_detector", [
-        helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
-        [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 1, "sh", "sw"])], g.weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="peoplemap")
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
+    return g.model([helper.make_tensor_value_info("image", TensorProto.FLOAT, ["n", 3, "h", "w"])],
+                   [helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 1, "sh", "sw"])])
 
 
 PYRAMID_RATE = 5 / 6

@@ -19,7 +19,7 @@ import numpy as np
 from ..config import Settings, load_settings
 from ..detect.faces import (CHIP_PADDING, CHIP_SIZE, CNN_MODEL, INSTALL, RECOGNITION_MODEL, SHAPE_MODEL,
                             FaceDetector, Shared, as_rgb, import_dlib, mmod_detector, model_path, shared_model)
-from ..errors import InputError, ModelError
+from ..errors import InputError
 from ..types import Region
 from . import base, dlib_dnn
 from .onnx_session import Session, file_sha256, memory_session
@@ -66,27 +66,14 @@ def _recognition() -> Shared:
     return shared_model(str(path), lambda: import_dlib().face_recognition_model_v1(str(path)))
 
 
-_converted: dict[str, Optional[Session]] = {}
-_converted_lock = threading.Lock()
-
-
 def descriptor_session() -> Optional[Session]:
     """dlib's descriptor network converted to ONNX (`dlib_dnn`), one onnxruntime session per process
     on one thread (the face model spreads photos over processes); None, with a warning once, where it
     cannot be built (no onnx package, an unexpected file): dlib then computes the descriptors."""
-    path = model_path(RECOGNITION_MODEL)
-    key = str(path)
-    with _converted_lock:
-        if key not in _converted:
-            try:
-                with open(path, "rb") as f:
-                    data = f.read()
-                model = dlib_dnn.face_descriptor_onnx(dlib_dnn.read_layers(data, path.name), path.name)
-                _converted[key] = memory_session(model, path.name, threads=1)
-            except (ModelError, OSError) as e:
-                log.warning("face descriptors run in dlib (about 25x slower): %s", e)
-                _converted[key] = None
-        return _converted[key]
+    return dlib_dnn.converted(
+        RECOGNITION_MODEL, lambda: model_path(RECOGNITION_MODEL),
+        lambda layers, name: memory_session(dlib_dnn.face_descriptor_onnx(layers, name), name, threads=1),
+        "face descriptors run in dlib (about 25x slower)")
 
 
 class FaceEmbedder(base.ModelBase):
@@ -169,7 +156,7 @@ class FaceEmbedder(base.ModelBase):
             "num_jitters": self.num_jitters,
             "descriptor_runtime": ("dlib" if self.num_jitters or descriptor_session() is None
                                    else "onnxruntime (dlib's network and weights, converted)"),
-            "cnn_detector_runtime": ("dlib" if mmod_detector() is None
+            "cnn_detector_runtime": ("unused" if CNN_MODEL not in self._files else "dlib" if mmod_detector() is None
                                      else "onnxruntime (dlib's MMOD network and weights, converted) "
                                           "without upsampling, dlib with"),
             "output": "L2-normalised",
