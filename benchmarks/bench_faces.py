@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/bench_faces.py --library /tmp/cw.lib --folder ../shared/data/celeba_wild_dev
     .venv/bin/python benchmarks/bench_faces.py --library /tmp/lfw.lib --folder ../shared/data/lfw_devtest
 
-Reports, as `peoplemap eval` scores them (one face per labeled photo: the highest detector score):
+Reports, as `peoplemap eval` scores them (one face per labeled photo, eval_runner.photo_subjects: the confident face nearest the
+photo's centre in face widths):
 photos without a face, leave-one-out rank-1 / mAP, BCubed F of each clustering profile over the
 scored faces and over ALL labeled photos (a photo without a face is a group of its own), the
 clustering of every face found (clusters spanning >= 5 identities: proven false detections), and,
@@ -37,7 +38,7 @@ def main() -> None:
     from peoplemap import evaluate
     from peoplemap.cluster import Clusterer
     from peoplemap.embed.face import MATCH_DISTANCE
-    from peoplemap.eval_runner import all_items_report, all_photos_report
+    from peoplemap.eval_runner import all_items_report, all_photos_report, photo_subjects
     from peoplemap.types import NOISE
 
     lib = Library.open(args.library)
@@ -47,15 +48,8 @@ def main() -> None:
         parts = os.path.relpath(path, root).split(os.sep)
         if len(parts) >= 2 and not parts[0].startswith("_"):
             ident[int(image_id)] = (parts[0], os.path.basename(path))
-    best: dict[int, tuple] = {}
-    every = []
-    for it in lib.items():
-        if it.image_id not in ident:
-            continue
-        every.append((it.id, ident[it.image_id][0]))
-        key = (it.score, 0 if it.box is None else it.box[2] * it.box[3], -it.id)
-        if it.image_id not in best or key > best[it.image_id][0]:
-            best[it.image_id] = (key, it.id)
+    every = [(it.id, ident[it.image_id][0]) for it in lib.items() if it.image_id in ident]
+    best = {image_id: (None, it.id) for image_id, it in photo_subjects(lib, ident).items()}
     ids_all, X_all = lib.vectors()
     pos = {int(i): k for k, i in enumerate(ids_all)}
     scored = sorted(best)
@@ -115,12 +109,32 @@ def lfw_pairs(path: Path, vec: dict, thresholds: dict) -> dict:
     res = {"pairs": int(len(d)), "pairs_missing_a_face": int(np.isinf(d).sum())}
     for name, t in thresholds.items():
         res[f"accuracy_at_{name}_{t}"] = round(float(((d < t) == same).mean()), 4)
+    t, acc = best_threshold(d, same)
+    res["best_threshold_on_these_pairs"] = round(t, 4)
+    res["accuracy_at_best_threshold"] = round(acc, 4)
+    # LFW's protocol: 10 folds, the threshold of each chosen on the other nine (the file lists the
+    # same-person pairs, then the others: fold k takes the k-th tenth of each)
+    folds = np.concatenate([np.arange(n) * 10 // max(1, n) for n in (int(same.sum()), int((~same).sum()))])
+    order = np.concatenate([np.flatnonzero(same), np.flatnonzero(~same)])
+    fold = np.empty(len(d), dtype=np.int64)
+    fold[order] = folds
+    accs = []
+    for k in range(10):
+        t, _ = best_threshold(d[fold != k], same[fold != k])
+        accs.append(float(((d[fold == k] < t) == same[fold == k]).mean()))
+    res["accuracy_10_fold"] = round(float(np.mean(accs)), 4)
+    res["accuracy_10_fold_sd"] = round(float(np.std(accs)), 4)
+    return res
+
+
+def best_threshold(d: np.ndarray, same: np.ndarray) -> tuple[float, float]:
+    """(threshold, accuracy) maximising the accuracy of "same person when closer than it"; the
+    threshold sits halfway between two neighbouring distances."""
     cand = np.unique(d[np.isfinite(d)])
+    cand = np.concatenate([(cand[:-1] + cand[1:]) / 2, cand[-1:] + 1e-6]) if len(cand) else np.array([np.inf])
     accs = [((d < t) == same).mean() for t in cand]
     k = int(np.argmax(accs))
-    res["best_threshold_on_these_pairs"] = round(float(cand[k]), 4)
-    res["accuracy_at_best_threshold"] = round(float(accs[k]), 4)
-    return res
+    return float(cand[k]), float(accs[k])
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ LIB --max-actions 60`). From its confirmed faces (grouped by person) a linear me
 inverse square root of the within-person scatter, regularised by lam x its mean eigenvalue (the
 classic whitening of within-class variation, as in LDA / Mahalanobis metric learning). It is
 judged where it matters, on faces the answers did not touch: leave-one-out rank-1 of the labeled
-photos' main faces (highest detector score, then largest, as `peoplemap eval` picks them) that
+photos' main faces (as `peoplemap eval` picks them: eval_runner.photo_subjects) that
 are neither confirmed nor rejected, raw vectors against the learned metric. Issue: corrections
 improve the machine "where it measurably helps".
 """

@@ -8,7 +8,7 @@ two faces of one photo never together); then the held-out photos' faces are plac
 `peoplemap.cluster.assign`, the rule `index` uses for new items and `search` for "belongs to":
 - with the clustering's radius rule alone (before), and
 - capped by the model's match distance (`Model.match_distance`, the face model's MATCH_DISTANCE).
-Scored on each photo's main face (highest detector score, then largest):
+Scored on each photo's main face (as `peoplemap eval` picks it: eval_runner.photo_subjects):
 - unknown placed: share of the faces of held-out people placed with anyone (target <= 2%);
 - known right: share of new faces of people in the library placed with the right one (>= 80%).
 The folder is indexed with the default face model into --library (default: a temporary folder).
@@ -36,13 +36,9 @@ def main_faces(lib, root: str) -> dict[int, str]:
         parts = os.path.relpath(path, root).split(os.sep)
         if len(parts) >= 2 and not parts[0].startswith("_"):
             photos[image_id] = parts[0]
-    best: dict[int, tuple] = {}
-    for it in lib.items():
-        area = 0 if it.box is None else it.box[2] * it.box[3]
-        key = (it.score, area, -it.id)
-        if it.image_id in photos and (it.image_id not in best or key > best[it.image_id][0]):
-            best[it.image_id] = (key, it.id)
-    return {item: photos[img] for img, (_k, item) in best.items()}
+    from peoplemap.eval_runner import photo_subjects
+
+    return {it.id: photos[img] for img, it in photo_subjects(lib, photos).items()}
 
 
 def run(folder: Path, library: Path, seeds: int = 3) -> dict:

@@ -11,7 +11,7 @@ from the identity folders' labels:
   action), untick each wrong face (one action each), "none of them" (one action), or assign the
   group to the right existing person / name it as a new person (one action).
 A face's truth is its photo's identity when it is the photo's main face (the one `peoplemap eval`
-scores: highest detector score, then largest); other faces in a photo are "someone else".
+scores: eval_runner.photo_subjects); other faces in a photo are "someone else".
 BCubed F is computed over all labeled photos, each photo standing for its main face's person, and a
 photo without a face (or whose face has no person) counting as its own singleton. It is reported
 after 0, 25, 50, 100, 200, ... actions, with the actions needed to reach F >= 0.98 and 0.99.
@@ -47,13 +47,10 @@ class Truth:
             parts = os.path.relpath(path, self.root).split(os.sep)
             if len(parts) >= 2 and not parts[0].startswith("_"):
                 self.photos[image_id] = parts[0]
-        best: dict[int, tuple] = {}
-        for it in lib.items():
-            area = 0 if it.box is None else it.box[2] * it.box[3]
-            key = (it.score, area, -it.id)
-            if it.image_id in self.photos and (it.image_id not in best or key > best[it.image_id][0]):
-                best[it.image_id] = (key, it.id)
-        self.main = {image_id: item for image_id, (_k, item) in best.items()}  # image -> main item
+        from peoplemap.eval_runner import photo_subjects
+
+        # image -> main item, as `peoplemap eval` picks it
+        self.main = {image_id: it.id for image_id, it in photo_subjects(lib, self.photos).items()}
         self.identity = {item: self.photos[image_id] for image_id, item in self.main.items()}
 
     def of(self, item_id: int) -> Optional[str]:

@@ -336,3 +336,20 @@ def test_dedupe_keeps_first_occurrence():
     assert dedupe_by_hash([], []) == []
     with pytest.raises(InputError):
         dedupe_by_hash(["a"], [])
+
+
+def test_subject_is_the_confident_face_nearest_the_centre_in_face_widths():
+    def subject(faces, floor=0.0):  # faces: (box, score) on a 400 x 300 photo
+        return max(range(len(faces)), key=lambda i: evaluate.subject_key(*faces[i], 400, 300, floor))
+
+    centred_small = ((180, 130, 40, 40), 1.0)     # centre (200, 150): 0 widths off -> 1.0
+    big_off_centre = ((220, 60, 160, 160), 2.0)   # centre (300, 140): ~100 px = 0.63 widths -> 0.61
+    small_off_centre = ((20, 20, 40, 40), 3.0)    # ~210 px = 5.3 widths -> 0.16
+    assert subject([small_off_centre, big_off_centre]) == 1  # larger and nearer wins over score
+    assert subject([big_off_centre, centred_small]) == 1     # the one in the middle
+    unsure_centre = ((180, 130, 40, 40), -0.1)                # below the model's floor
+    assert subject([unsure_centre, small_off_centre]) == 1
+    assert subject([unsure_centre, small_off_centre], floor=None) == 0
+    assert evaluate.subject_key(None, 0.5, 400, 300) == (True, 1.0, 0.5)  # whole image: centred
+    # equally central: the higher detector score
+    assert subject([((180, 130, 40, 40), 0.5), ((170, 120, 60, 60), 0.9)]) == 1

@@ -357,6 +357,25 @@ def camera_of(rx: re.Pattern[str], name: str) -> Optional[str]:
 # items and metrics
 
 
+def photo_subjects(lib: "Library", image_ids: Any, model: str | None = None) -> dict[int, Any]:
+    """image id -> the item (face) each of these photos is of, by `evaluate.subject_key`: the
+    confident face (score above the model's min_group_score) nearest the photo's centre in face
+    widths. Photos without items are left out. Used by `peoplemap eval` and the benchmarks, so
+    they all score the same face of a labeled photo."""
+    wanted = {int(i) for i in image_ids}
+    faces: dict[int, list] = {}
+    for it in lib.items(model):
+        if it.image_id in wanted:
+            faces.setdefault(it.image_id, []).append(it)
+    sizes = lib.store.photos.sizes(list(faces))
+    floor = lib.min_group_score(model)
+    out = {}
+    for image_id, its in faces.items():
+        _path, w, h = sizes[image_id]
+        out[image_id] = max(its, key=lambda it: (*evaluate.subject_key(it.box, it.score, w, h, floor), -it.id))
+    return out
+
+
 def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _Labeled:
     """Map the model's items under root back to identity folders, drop duplicates, one per image."""
     t = time.perf_counter()
@@ -371,14 +390,8 @@ def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _La
     keep = evaluate.dedupe_by_hash([r[1] for r in labeled], [r[2] for r in labeled])
     kept = [labeled[i] for i in keep]
 
-    best: dict[int, Any] = {}
-    for it in lib.items(model):
-        area = 0 if it.box is None else it.box[2] * it.box[3]
-        key = (it.score, area, -it.id)
-        cur = best.get(it.image_id)
-        if cur is None or key > cur[0]:
-            best[it.image_id] = (key, it)
-    rows = [(best[r[0]][1], r[3]) for r in kept if r[0] in best]
+    best = photo_subjects(lib, [r[0] for r in kept], model)
+    rows = [(best[r[0]], r[3]) for r in kept if r[0] in best]
     missing = np.array([r[3] for r in kept if r[0] not in best], dtype=object)
     ident_of = {r[0]: r[3] for r in kept}
     every = [(it.id, ident_of[it.image_id]) for it in lib.items(model) if it.image_id in ident_of]
