@@ -358,3 +358,44 @@ def test_groups_of_one_person_are_joined_and_strangers_kept_apart() -> None:
         Clusterer("default", link_distance=0.32, merge_distance=3).fit(Z)
     fitted = Clusterer("default", link_distance=0.32, merge_distance=0.345).fit(Z)
     assert fitted.labels_[0] == fitted.labels_[6] != fitted.labels_[12]
+
+
+def test_halves_of_one_wide_person_are_joined_by_their_spread() -> None:
+    """Two groups whose average distance exceeds the merge distance are still one person when it
+    is no more than SPREAD_RATIO times their own spread (one wide blob cut in two); two tight
+    groups as far apart are two people, and groups too small to have a spread are left alone."""
+    from peoplemap.cluster import SPREAD_CAP, SPREAD_RATIO, merge_groups
+    from peoplemap.knn import knn_graph
+
+    rng = np.random.default_rng(4)
+    c = _unit(rng.normal(size=(3, 64)))
+    off = _unit(rng.normal(size=64) - (rng.normal(size=64) @ c[1]) * c[1])
+    c2 = _unit(c[1] + 0.34 * off)  # a second person near the first tight one
+    wide = _unit(c[0] + 0.034 * rng.normal(size=(12, 64)))  # one person, photographed widely
+    tight_a = _unit(c[1] + 0.018 * rng.normal(size=(8, 64)))
+    tight_b = _unit(c2 + 0.018 * rng.normal(size=(8, 64)))
+    pair = _unit(c[2] + 0.034 * rng.normal(size=(4, 64)))  # two groups of two: no spread to trust
+    Z = np.vstack([wide, tight_a, tight_b, pair]).astype(np.float32)
+    labels = np.concatenate([np.repeat([0, 1], 6), np.full(8, 2), np.full(8, 3), [4, 4, 5, 5]])
+    _, nbr, _ = knn_graph(Z, 16)
+
+    def avg(a, b):
+        return float(np.sqrt(max(0.0, 2 - 2 * Z[labels == a].mean(0) @ Z[labels == b].mean(0))))
+
+    def spread(a):
+        m = Z[labels == a]
+        d = np.sqrt(np.maximum(0, 2 - 2 * m @ m.T))
+        return float(np.sqrt((d[np.triu_indices(len(m), 1)] ** 2).mean()))
+
+    # the situations this test is about
+    assert 0.345 < avg(0, 1) < min(SPREAD_RATIO * max(spread(0), spread(1)), SPREAD_CAP * 0.345)
+    assert 0.345 < avg(2, 3) < SPREAD_CAP * 0.345 and avg(2, 3) > SPREAD_RATIO * max(spread(2), spread(3))
+    assert 0.345 < avg(4, 5) < SPREAD_RATIO * max(spread(4), spread(5))
+    merged = merge_groups(labels, Z, nbr, 0.345)
+    assert (merged[:12] == merged[0]).all()  # the wide person, whole
+    assert merged[12] != merged[20] and merged[28] != merged[30]
+    assert len(set(merged.tolist())) == 5
+    apart = merge_groups(labels, Z, nbr, 0.345, spread_ratio=None)  # by the average alone: apart
+    assert apart[0] != apart[6]
+    one_photo = merge_groups(labels, Z, nbr, 0.345, [np.array([0, 6])])
+    assert one_photo[0] != one_photo[6]  # two faces of one photo: two people

@@ -449,12 +449,28 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
     return _relabel(new), out_p
 
 
+SPREAD_RATIO = 1.15
+"""`merge_groups` also joins two groups (of SPREAD_MIN_SIZE or more each) whose faces are on average
+no farther apart than SPREAD_RATIO times the spread within the wider of them: one person's wide
+blob that HDBSCAN cut in two. Measured on the dev sets' clusterings (benchmarks/RESULTS.md): the
+halves of one person sat at 1.01-1.17 times their spread, different people of every face set at 1.23
+or more, apart from small mixed LFW groups."""
+SPREAD_MIN_SIZE = 3
+"""A group's spread is estimated from its pairs: at least 3 of them."""
+SPREAD_CAP = 1.19
+"""...and never beyond SPREAD_CAP times the merge distance (0.41 for faces: dlib's 0.6 same-person
+threshold between unit vectors)."""
+
+
 def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: float,
-                 groups: Sequence[np.ndarray] = ()) -> np.ndarray:
+                 groups: Sequence[np.ndarray] = (), *, spread_ratio: float | None = SPREAD_RATIO) -> np.ndarray:
     """Join groups whose faces are, on average, closer than `distance`: average linkage (the root
     mean square distance over all pairs of their members) between groups that a nearest-neighbour
     edge (`nbr`) connects, closest pair first, each merged group then compared again. Two groups
-    holding members of one `groups` row (faces of one photo) are never joined.
+    holding members of one `groups` row (faces of one photo) are never joined. With
+    `spread_ratio`, two groups of SPREAD_MIN_SIZE or more are also joined when their average
+    distance is below `spread_ratio` times the wider one's own spread (the root mean square
+    distance between its members) and below SPREAD_CAP * distance.
 
     HDBSCAN splits one person's photos into two groups where its density tree happens to (adding
     0.5% more photos to celeba_wild_dev split a 25-photo person into 12 + 11) and keeps a
@@ -483,9 +499,10 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
     means = sums / np.maximum(counts, 1)[:, None]
     mean_dot = np.einsum("ij,ij->i", means[xs], means[ys]) if len(pairs) else np.zeros(0)
     d0 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * mean_dot))
-    close = d0 < distance
+    reach = distance if spread_ratio is None else SPREAD_CAP * distance
+    close = d0 < reach
     # Only close pairs matter: the mean squared distance of a merged group to another is the
-    # size-weighted mean of its parts', so it is below `distance` only if one part's was.
+    # size-weighted mean of its parts', so it is below `reach` only if one part's was.
     adjacent: dict[int, set[int]] = {}
     for x, y in zip(xs[close].tolist(), ys[close].tolist()):
         adjacent.setdefault(x, set()).add(y)
@@ -500,6 +517,18 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
         mean_dot = float(sums[x] @ sums[y]) / (counts[x] * counts[y])
         return float(np.sqrt(max(0.0, 2.0 - 2.0 * mean_dot)))
 
+    def spread(x: int) -> float:
+        """root mean square distance between two members of x: sum over ordered pairs of
+        |a - b|^2 = 2 n^2 - 2 |sum|^2, over n (n - 1) pairs"""
+        n = counts[x]
+        return float(np.sqrt(max(0.0, (2 * n * n - 2 * float(sums[x] @ sums[x])) / (n * (n - 1)))))
+
+    def joins(x: int, y: int, d: float) -> bool:
+        if d < distance:
+            return True
+        return (spread_ratio is not None and min(counts[x], counts[y]) >= SPREAD_MIN_SIZE
+                and d < spread_ratio * max(spread(x), spread(y)))
+
     heap = [(apart(x, y), x, y) for x, y in zip(xs[close].tolist(), ys[close].tolist())]
     heapq.heapify(heap)
     into = np.arange(k)
@@ -509,6 +538,8 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
             continue  # one of them was merged since
         if abs(apart(x, y) - d) > 1e-12 or photos.get(x, set()) & photos.get(y, set()):
             continue  # stale (re-queued when its groups changed) or two faces of one photo
+        if not joins(x, y, d):
+            continue  # re-queued if either group changes
         if counts[y] > counts[x]:
             x, y = y, x
         into[y] = x
@@ -521,7 +552,7 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
             adjacent[z].discard(y)
             adjacent[z].discard(x)
             dz = apart(x, z)
-            if dz < distance:
+            if dz < reach:
                 adjacent[x].add(z)
                 adjacent[z].add(x)
                 heapq.heappush(heap, (dz, min(x, z), max(x, z)))
