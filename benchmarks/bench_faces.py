@@ -11,7 +11,8 @@ scored faces and over ALL labeled photos (a photo without a face is a group of i
 clustering of every face found (clusters spanning >= 5 identities: proven false detections), and,
 where the folder has LFW's `pairsDevTest.txt`, verification accuracy on its pairs at the face
 model's fixed thresholds (match distance, dlib's 0.6 = 0.41 on unit vectors) and at the best
-threshold for those pairs (an optimistic bound, not the protocol's figure).
+threshold for those pairs (an optimistic bound), and with LFW's 10-fold protocol (each fold's
+threshold chosen on the other nine: the protocol's figure).
 """
 from __future__ import annotations
 
