@@ -4,9 +4,8 @@
     .venv/bin/python benchmarks/bench_faces.py --library /tmp/cw.lib --folder ../shared/data/celeba_wild_dev
     .venv/bin/python benchmarks/bench_faces.py --library /tmp/lfw.lib --folder ../shared/data/lfw_devtest
 
-Reports, as `peoplemap eval` scores them (one face per labeled photo, eval_runner.photo_subjects: the confident face nearest the
-photo's centre in face widths):
-photos without a face, leave-one-out rank-1 / mAP, BCubed F of each clustering profile over the
+Reports, as `peoplemap eval` scores them (one face per labeled photo, eval_runner.photo_subjects:
+the confident face nearest the photo's centre in face widths): photos without a face, leave-one-out rank-1 / mAP, BCubed F of each clustering profile over the
 scored faces and over ALL labeled photos (a photo without a face is a group of its own), the
 clustering of every face found (clusters spanning >= 5 identities: proven false detections), and,
 where the folder has LFW's `pairsDevTest.txt`, verification accuracy on its pairs at the face
