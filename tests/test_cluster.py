@@ -399,3 +399,33 @@ def test_halves_of_one_wide_person_are_joined_by_their_spread() -> None:
     assert apart[0] != apart[6]
     one_photo = merge_groups(labels, Z, nbr, 0.345, [np.array([0, 6])])
     assert one_photo[0] != one_photo[6]  # two faces of one photo: two people
+
+
+def test_two_unsorted_faces_that_clearly_belong_together_become_a_pair() -> None:
+    """A person photographed twice, the two faces farther apart than the match distance: they are
+    each other's nearest neighbour, well within ATTACH_SLACK * link and clearly nearer each other
+    than anyone else, so they become a group of two; a face between two look-alikes does not pair
+    with either, and nothing pairs where min_cluster_size asks for more."""
+    from peoplemap.cluster import ATTACH_RATIO, ATTACH_SLACK, refine_by_links
+    from peoplemap.knn import knn_graph
+
+    rng = np.random.default_rng(5)
+    c = _unit(rng.normal(size=(4, 64)))
+    twice = _unit(c[0] + 0.042 * rng.normal(size=(2, 64)))  # one person, two photos
+    group = _unit(c[1] + 0.012 * rng.normal(size=(6, 64)))  # someone with a group already
+    # a face with two look-alikes equally near it (and nearer it than each other)
+    mid = c[2]
+    off = _unit(rng.normal(size=(2, 64)))
+    looks = _unit(mid + 0.37 * off)
+    Z = np.vstack([twice, group, mid[None], looks]).astype(np.float32)
+    dist, nbr, _ = knn_graph(Z, 8)
+    link = 0.32
+    assert link < dist[0, 0] < ATTACH_SLACK * link and nbr[0, 0] == 1 and nbr[1, 0] == 0
+    assert dist[0, 0] < ATTACH_RATIO * dist[0, 1] and dist[1, 0] < ATTACH_RATIO * dist[1, 1]
+    assert dist[8, 0] < ATTACH_SLACK * link and dist[8, 0] > ATTACH_RATIO * dist[8, 1]
+    labels = np.array([NOISE, NOISE] + [0] * 6 + [NOISE] * 3)
+    new, probs = refine_by_links(labels, np.ones(len(Z)), dist, nbr, link)
+    assert new[0] == new[1] != NOISE and new[0] != new[2] and 0 < probs[0] < 1
+    assert (new[8:] == NOISE).all()
+    new3, _ = refine_by_links(labels, np.ones(len(Z)), dist, nbr, link, min_cluster_size=3)
+    assert (new3[[0, 1]] == NOISE).all()
