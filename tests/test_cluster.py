@@ -429,3 +429,31 @@ def test_two_unsorted_faces_that_clearly_belong_together_become_a_pair() -> None
     assert (new[8:] == NOISE).all()
     new3, _ = refine_by_links(labels, np.ones(len(Z)), dist, nbr, link, min_cluster_size=3)
     assert (new3[[0, 1]] == NOISE).all()
+
+
+def test_a_face_without_links_joins_its_cluster_only_when_nearest_to_it() -> None:
+    """A face HDBSCAN put in a cluster but linked to nobody joins that cluster's group when its
+    nearest neighbour is in it (within JOIN_SLACK * link); when a face of someone else is nearer
+    still, HDBSCAN's word is not enough and it does not join."""
+    from peoplemap.cluster import JOIN_SLACK, refine_by_links
+    from peoplemap.knn import knn_graph
+
+    rng = np.random.default_rng(6)
+    e = np.eye(64)
+    angle = 2 * np.arcsin(0.3)
+    centre_a, centre_b = e[0], np.cos(angle) * e[0] + np.sin(angle) * e[1]  # 0.6 apart
+    a = _unit(centre_a + 0.004 * rng.normal(size=(6, 64)))
+    b = _unit(centre_b + 0.004 * rng.normal(size=(6, 64)))
+    near_a = _unit(centre_a + 0.35 * e[2])                          # ~0.34 from a, far from b
+    between = _unit(0.48 * centre_a + 0.52 * centre_b + 0.15 * e[3])  # ~0.35 from a, ~0.33 from b
+    Z = np.vstack([a, b, near_a[None], between[None]]).astype(np.float32)
+    dist, nbr, _ = knn_graph(Z, 13)
+    link = 0.32
+    assert link < dist[12, 0] < JOIN_SLACK * link and nbr[12, 0] < 6
+    assert 6 <= nbr[13, 0] < 12 and dist[13, 0] > link  # someone else's face is nearest
+    a_col = int(np.flatnonzero(nbr[13] < 6)[0])
+    assert dist[13, a_col] < JOIN_SLACK * link  # though a's faces are within reach
+    labels = np.array([0] * 6 + [1] * 6 + [0, 0])  # HDBSCAN put both strays in a's cluster
+    new, _ = refine_by_links(labels, np.ones(len(Z)), dist, nbr, link, min_cluster_size=3)
+    assert new[12] == new[0] != NOISE
+    assert new[13] != new[0]

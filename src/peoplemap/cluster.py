@@ -373,8 +373,8 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
     1. two faces stay together only where HDBSCAN put them together AND a chain of pairs closer
        than `link` joins them (connected components of the link graph split a cluster);
     2. a linked face HDBSCAN left unsorted joins the group of its nearest neighbour in its
-       component; a clustered face with no link joins its nearest neighbour's group of its own
-       HDBSCAN cluster within JOIN_SLACK * link;
+       component; a clustered face with no link joins the group of its nearest neighbour when
+       that neighbour is grouped, of its own HDBSCAN cluster and within JOIN_SLACK * link;
     3. groups smaller than min_cluster_size are unsorted; then an unsorted face joins the group of
        its nearest sorted neighbour within ATTACH_SLACK * link when that neighbour is clearly
        (ATTACH_RATIO) nearer than any face outside the group, unsorted ones included (a stranger
@@ -417,7 +417,8 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
             _, inv = np.unique(comp[rest], return_inverse=True)
             new[rest] = new.max() + 1 + inv
             out_p[rest] = 0.5
-    # 2b. clustered, with no link: join the nearest grouped face of its own HDBSCAN cluster
+    # 2b. clustered, with no link: join the group of its nearest neighbour, where that neighbour
+    #     is grouped, of its own HDBSCAN cluster, and within JOIN_SLACK * link
     r = np.flatnonzero((labels != NOISE) & ~linked)
     if r.size:
         nb = nbr[r]
@@ -425,6 +426,11 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
         allowed = (new[nbs] != NOISE) & (labels[nbs] == labels[r][:, None])
         j = nearest(r, allowed, JOIN_SLACK * link)
         hit = j >= 0
+        # no other face nearer than that group's (a face of someone else, or an unsorted one)
+        target = new[nbs[np.arange(r.size), np.maximum(j, 0)]]
+        other = ok[r] & (new[nbs] != target[:, None])
+        first_other = np.where(other.any(axis=1), other.argmax(axis=1), nbr.shape[1])
+        hit &= j < first_other
         new[r[hit]] = new[nb[hit, j[hit]]]
         out_p[r[hit]] = np.clip(1 - dist[r[hit], j[hit]] / (ATTACH_SLACK * link), 0.05, 1)
     # 3. small groups are unsorted; attach the unsorted that clearly belong
