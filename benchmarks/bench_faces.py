@@ -48,20 +48,21 @@ def main() -> None:
         parts = os.path.relpath(path, root).split(os.sep)
         if len(parts) >= 2 and not parts[0].startswith("_"):
             ident[int(image_id)] = (parts[0], os.path.basename(path))
-    every = [(it.id, ident[it.image_id][0]) for it in lib.items() if it.image_id in ident]
-    best = {image_id: (None, it.id) for image_id, it in photo_subjects(lib, ident).items()}
+    items = lib.items()
+    every = [(it.id, ident[it.image_id][0]) for it in items if it.image_id in ident]
+    best = {image_id: it.id for image_id, it in photo_subjects(lib, ident, items=items).items()}
     ids_all, X_all = lib.vectors()
     pos = {int(i): k for k, i in enumerate(ids_all)}
     scored = sorted(best)
-    X = X_all[[pos[best[i][1]] for i in scored]].astype(np.float32)
+    X = X_all[[pos[best[i]] for i in scored]].astype(np.float32)
     y = np.array([ident[i][0] for i in scored], dtype=object)
     missing = np.array([ident[i][0] for i in ident if i not in best], dtype=object)
     out: dict = {"folder": root, "photos": len(ident), "without_face": len(missing),
                  "without_face_pct": round(100 * len(missing) / max(1, len(ident)), 2),
                  "faces": len(every), "retrieval": evaluate.leave_one_out_retrieval(X, y), "profiles": {}}
     Xe = X_all[[pos[i] for i, _ in every]].astype(np.float32)
-    item_score = {it.id: it.score for it in lib.items()}
-    scored_items = [best[i][1] for i in scored]
+    item_score = {it.id: it.score for it in items}
+    scored_items = [best[i] for i in scored]
 
     def score_of(item_ids):
         return np.array([item_score[i] for i in item_ids], dtype=np.float64)
@@ -85,7 +86,7 @@ def main() -> None:
                                  "all_faces": all_items_report(ye, lab_e)}
     pairs = Path(root) / "pairsDevTest.txt"
     if pairs.is_file():
-        out["lfw_pairs"] = lfw_pairs(pairs, {ident[i][1]: X_all[pos[best[i][1]]] for i in scored},
+        out["lfw_pairs"] = lfw_pairs(pairs, {ident[i][1]: X_all[pos[best[i]]] for i in scored},
                                      {"match_distance": MATCH_DISTANCE, "dlib_0.6": 0.41})
     print_json(out)
 

@@ -468,8 +468,7 @@ def refine_by_links(labels: np.ndarray, probs: np.ndarray, dist: np.ndarray, nbr
         pair = sure[r] & sure[q] & (mate[q] == r) & (r < q)
         a, b = r[pair], q[pair]
         if a.size:
-            start = new.max() + 1 if (new != NOISE).any() else 0
-            new[a] = new[b] = start + np.arange(a.size)
+            new[a] = new[b] = new.max() + 1 + np.arange(a.size)  # NOISE is -1: from 0 when none
             out_p[a] = out_p[b] = np.clip(1 - d1[pair] / (ATTACH_SLACK * link), 0.05, 1)
     return _relabel(new), out_p
 
@@ -485,6 +484,14 @@ SPREAD_MIN_SIZE = 3
 SPREAD_CAP = 1.19
 """...and never beyond SPREAD_CAP times the merge distance (0.41 for faces: dlib's 0.6 same-person
 threshold between unit vectors)."""
+
+
+def average_distance(mean_a: np.ndarray, mean_b: np.ndarray) -> np.ndarray:
+    """Root mean square distance over all pairs of two groups of unit vectors, from their means
+    (rows of means, or one mean each): the mean squared distance is 2 - 2 mean(A) . mean(B). The
+    measure `merge_groups` joins groups by and `review.merge_suggestions` ranks people by."""
+    dot = np.einsum("...i,...i->...", mean_a, mean_b)
+    return np.sqrt(np.maximum(0.0, 2.0 - 2.0 * dot))
 
 
 def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: float,
@@ -522,8 +529,7 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
     pairs = np.unique(np.concatenate(codes)) if codes else np.zeros(0, dtype=np.int64)
     xs, ys = pairs // k, pairs % k
     means = sums / np.maximum(counts, 1)[:, None]
-    mean_dot = np.einsum("ij,ij->i", means[xs], means[ys]) if len(pairs) else np.zeros(0)
-    d0 = np.sqrt(np.maximum(0.0, 2.0 - 2.0 * mean_dot))
+    d0 = average_distance(means[xs], means[ys])
     reach = distance if spread_ratio is None else SPREAD_CAP * distance
     close = d0 < reach
     # Only close pairs matter: the mean squared distance of a merged group to another is the
@@ -539,8 +545,7 @@ def merge_groups(labels: np.ndarray, Z: np.ndarray, nbr: np.ndarray, distance: f
                 photos.setdefault(int(c), set()).add(gi)
 
     def apart(x: int, y: int) -> float:
-        mean_dot = float(sums[x] @ sums[y]) / (counts[x] * counts[y])
-        return float(np.sqrt(max(0.0, 2.0 - 2.0 * mean_dot)))
+        return float(average_distance(sums[x] / counts[x], sums[y] / counts[y]))
 
     def spread(x: int) -> float:
         """root mean square distance between two members of x: sum over ordered pairs of

@@ -357,14 +357,16 @@ def camera_of(rx: re.Pattern[str], name: str) -> Optional[str]:
 # items and metrics
 
 
-def photo_subjects(lib: "Library", image_ids: Any, model: str | None = None) -> dict[int, Any]:
+def photo_subjects(lib: "Library", image_ids: Any, model: str | None = None,
+                   items: Optional[list[Any]] = None) -> dict[int, Any]:
     """image id -> the item (face) each of these photos is of, by `evaluate.subject_key`: the
     confident face (score above the model's min_group_score) nearest the photo's centre in face
-    widths. Photos without items are left out. Used by `peoplemap eval` and the benchmarks, so
-    they all score the same face of a labeled photo."""
+    widths. Photos without items are left out. `items`: the model's items where the caller has
+    read them already. Used by `peoplemap eval` and the benchmarks, so they all score the same
+    face of a labeled photo."""
     wanted = {int(i) for i in image_ids}
     faces: dict[int, list] = {}
-    for it in lib.items(model):
+    for it in lib.items(model) if items is None else items:
         if it.image_id in wanted:
             faces.setdefault(it.image_id, []).append(it)
     sizes = lib.store.photos.sizes(list(faces))
@@ -390,11 +392,12 @@ def _labeled_items(lib: "Library", root: str, model: str, n_skipped: int) -> _La
     keep = evaluate.dedupe_by_hash([r[1] for r in labeled], [r[2] for r in labeled])
     kept = [labeled[i] for i in keep]
 
-    best = photo_subjects(lib, [r[0] for r in kept], model)
+    items = lib.items(model)
+    best = photo_subjects(lib, [r[0] for r in kept], model, items)
     rows = [(best[r[0]], r[3]) for r in kept if r[0] in best]
     missing = np.array([r[3] for r in kept if r[0] not in best], dtype=object)
     ident_of = {r[0]: r[3] for r in kept}
-    every = [(it.id, ident_of[it.image_id]) for it in lib.items(model) if it.image_id in ident_of]
+    every = [(it.id, ident_of[it.image_id]) for it in items if it.image_id in ident_of]
     item_ids, X = lib.vectors(model)
     pos = {int(i): k for k, i in enumerate(item_ids)}
     ids = np.array([it.id for it, _ in rows], dtype=np.int64)

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
+from .cluster import average_distance
 from .responses import Response
 
 if TYPE_CHECKING:
@@ -229,12 +230,12 @@ def _neighbours(lib: "Library", set_id: int, name: str, k: int, keys: np.ndarray
 
 
 def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
-    """(root mean square distance over all cross pairs, row in A, row in B of the closest pair):
-    for unit rows the mean squared distance is 2 - 2 mean(A) . mean(B)."""
+    """(root mean square distance over all cross pairs, `cluster.average_distance`, row in A, row
+    in B of the closest pair)."""
     dots = XA @ XB.T
     best = int(np.argmax(dots))
-    mean_dot = float(XA.mean(axis=0) @ XB.mean(axis=0))
-    return float(np.sqrt(max(0.0, 2.0 - 2.0 * mean_dot))), best // dots.shape[1], best % dots.shape[1]
+    return (float(average_distance(XA.mean(axis=0), XB.mean(axis=0))), best // dots.shape[1],
+            best % dots.shape[1])
 
 
 def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Optional[int] = None,

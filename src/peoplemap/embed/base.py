@@ -100,10 +100,10 @@ class ModelBase:
     collection_whitening: bool = False
     match_distance: float | None = None
     compatible_versions: tuple[str, ...] = ()
-    min_group_score: float | None = None
-    merge_distance: float | None = None
     """Versions that gave the same vectors under another name (a library made by one of them is
     used as it is, and its set takes the current version)."""
+    min_group_score: float | None = None
+    merge_distance: float | None = None
 
     def load(self) -> None:
         """Nothing to load up front."""
