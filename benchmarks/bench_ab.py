@@ -10,6 +10,9 @@ one interleaved run mean anything. Workloads:
 - index-mobilenet: `Library.index` of cuhk01 (1,944 PNGs) with mobilenetv2, images/s
 - index-face: `Library.index` of extended_yaleb_cropped_subset (719 faces) with the face model, images/s
 - index-celeba: `Library.index` of celeba_wild_dev (1,222 in-the-wild photos) with the face model, images/s
+- cluster-faces: the default clustering with the face model's distances (`Clusterer("default",
+  link_distance=0.32, merge_distance=0.345)`) of 33,000 generated unit vectors: 3,000 people of 10
+  noisy faces and 3,000 strangers, seconds
 - scale-100k / scale-1m: bench_scale.py's child at N = 100k / 1M generated identity vectors:
   write, `Library.cluster`, `assign_new` 1%, search index build and search p50
 """
@@ -42,10 +45,25 @@ with tempfile.TemporaryDirectory() as tmp:
                       "items": s.items_added}))
 """
 
+CLUSTER_CHILD = """
+import json, time
+import numpy as np
+from peoplemap.cluster import Clusterer
+rng = np.random.default_rng(0)
+people = rng.normal(size=(3000, 128))
+people /= np.linalg.norm(people, axis=1, keepdims=True)
+Z = np.vstack([np.repeat(people, 10, 0) + 0.022 * rng.normal(size=(30000, 128)), rng.normal(size=(3000, 128))])
+Z = (Z / np.linalg.norm(Z, axis=1, keepdims=True)).astype(np.float32)
+t = time.perf_counter()
+m = Clusterer("default", link_distance=0.32, merge_distance=0.345).fit(Z)
+print(json.dumps({"cluster_s": round(time.perf_counter() - t, 2), "clusters": m.n_clusters_}))
+"""
+
 WORKLOADS = {
     "index-mobilenet": ("index", "cuhk01_campus_first486", "mobilenetv2"),
     "index-face": ("index", "extended_yaleb_cropped_subset", "face"),
     "index-celeba": ("index", "celeba_wild_dev", "face"),
+    "cluster-faces": ("cluster", None, None),
     "scale-100k": ("scale", 100_000, None),
     "scale-1m": ("scale", 1_000_000, None),
 }
@@ -58,6 +76,8 @@ def run_once(src: str, workload: str, budget: float) -> dict:
     env = {**os.environ, "PYTHONPATH": str(Path(src).resolve())}
     if kind == "index":
         cmd = [sys.executable, "-c", INDEX_CHILD, str(SHARED_DATA / arg), model]
+    elif kind == "cluster":
+        cmd = [sys.executable, "-c", CLUSTER_CHILD]
     else:
         cmd = [sys.executable, str(HERE / "bench_scale.py"), "--child", str(arg)]
     with tempfile.TemporaryDirectory():
