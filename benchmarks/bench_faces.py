@@ -36,8 +36,8 @@ def main() -> None:
 
     from peoplemap import Library
     from peoplemap import evaluate
-    from peoplemap.cluster import Clusterer
-    from peoplemap.embed.face import MATCH_DISTANCE
+    from peoplemap.cluster import Clusterer, profile_distances
+    from peoplemap.embed.face import DIM, MATCH_DISTANCE, dlib_part
     from peoplemap.eval_runner import all_items_report, all_photos_report, photo_subjects
     from peoplemap.types import NOISE
 
@@ -74,6 +74,7 @@ def main() -> None:
         kw = ({"link_distance": lib.match_distance(), "merge_distance": lib.merge_distance(),
                "min_group_score": lib.min_group_score()}
               if prof == "default" else {})
+        kw.update(profile_distances(prof, lib.distance_scale()))
         lab = Clusterer(prof, **kw).fit(X.copy(), scores=score_of(scored_items)).labels_
         rep = evaluate.clustering_report(y, lab)
         allp = all_photos_report(y, lab, missing)
@@ -84,10 +85,17 @@ def main() -> None:
                                  "noise": round(rep["noise_fraction"], 4),
                                  "bcubed_f_all_photos": round(allp["bcubed_f"], 4),
                                  "all_faces": all_items_report(ye, lab_e)}
+    if X.shape[1] == DIM:
+        # the peer on dlib's own descriptors (the first part of the face vectors) at dlib's threshold
+        lab = Clusterer("chinese-whispers").fit(dlib_part(X)).labels_
+        out["chinese_whispers_on_dlib_descriptors"] = {
+            "bcubed_f": round(evaluate.clustering_report(y, lab)["bcubed_f"], 4),
+            "bcubed_f_all_photos": round(all_photos_report(y, lab, missing)["bcubed_f"], 4)}
     pairs = Path(root) / "pairsDevTest.txt"
     if pairs.is_file():
         out["lfw_pairs"] = lfw_pairs(pairs, {ident[i][1]: X_all[pos[best[i]]] for i in scored},
-                                     {"match_distance": MATCH_DISTANCE, "dlib_0.6": 0.41})
+                                     {"match_distance": MATCH_DISTANCE,
+                                      "dlib_0.6": round(0.41 * lib.distance_scale(), 4)})
     print_json(out)
 
 

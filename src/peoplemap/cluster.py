@@ -68,6 +68,17 @@ PROFILES: dict[str, dict[str, Any]] = {
                          **_HDBSCAN_DEFAULTS},
 }
 
+def profile_distances(profile: str, scale: float) -> dict[str, float]:
+    """The distances of clustering profile `profile` (HDBSCAN's epsilon, chinese whispers'
+    threshold; written in dlib face descriptor units) for a model whose distance_scale is `scale`:
+    empty when nothing changes."""
+    if scale == 1.0:
+        return {}
+    spec = PROFILES.get(profile, {})
+    return {name: float(spec[name]) * scale for name in ("cluster_selection_epsilon", "threshold")
+            if spec.get(name)}
+
+
 _HDBSCAN_PARAMS = ("min_cluster_size", "min_samples", *_HDBSCAN_DEFAULTS)
 TUNABLE = (*_HDBSCAN_PARAMS, "threshold", "link_distance", "merge_distance", "min_group_score")
 _GRAPH_PARAMS = ("min_cluster_size", "min_samples", "cluster_selection_method",

@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_cluster_size: int | None,
                    progress: ProgressCallback, items=None, **params: Any) -> ClusterSummary:
-    from .cluster import Clusterer
+    from .cluster import Clusterer, profile_distances
 
     t0 = time.perf_counter()
     progress("cluster", 0, 3)
@@ -32,6 +32,9 @@ def run_clustering(lib: "Library", s: "VectorSetInfo", *, profile: str, min_clus
     cannot_link = same_image_groups(lib, s.id, ids) if s.item_kind != "image" else None
     progress("cluster", 1, 3)
     scores = None
+    # the profiles' distances are written in dlib face descriptor units (Model.distance_scale)
+    for name, value in profile_distances(profile, lib.distance_scale(s.model)).items():
+        params.setdefault(name, value)
     if profile == "default":
         # the default profile checks HDBSCAN's groups against the model's match distance
         # (cluster.refine_by_links), joins groups that are one person on average

@@ -160,6 +160,12 @@ class Library:
         e = self.installed_model(model)
         return None if e is None else e.merge_distance
 
+    def distance_scale(self, model: str | None = None) -> float:
+        """The set's model's distance_scale (peoplemap.embed.base.Model.distance_scale); 1.0 when
+        the model is not installed here (vectors from elsewhere)."""
+        e = self.installed_model(model)
+        return 1.0 if e is None else float(e.distance_scale)
+
     def min_group_score(self, model: str | None = None) -> float | None:
         """The set's model's min_group_score (peoplemap.embed.base.Model.min_group_score); None
         when the model declares none or is not installed here."""

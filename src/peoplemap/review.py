@@ -313,7 +313,8 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
         groups: list[ReviewGroup] = []
         if len(loose):
             match = lib.match_distance(s.model)
-            threshold = max(GROUP_DISTANCE, match or 0.0)
+            scale = lib.distance_scale(s.model)  # GROUP_DISTANCE and ASK_DISTANCE are in dlib's units
+            threshold = max(GROUP_DISTANCE * scale, match or 0.0)
             sims, nbrs = _neighbours(lib, s.id, "unsorted", GROUP_K + 1, v.ids[loose], v.X[loose])
             comps = _split(v.X[loose], _mutual_components(sims, nbrs, threshold), threshold)
             comps = comps[:max(3 * limit, 100)]
@@ -324,11 +325,11 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
             # Faces the user already said "none of them" to are offered again only to a person within
             # the match distance; otherwise they come as "Who is this?" (no candidate): strangers and
             # junk are not offered to everyone in turn.
-            strict = match if match is not None else GROUP_DISTANCE
+            strict = match if match is not None else GROUP_DISTANCE * scale
             groups = [g if not all(i in rejected for i in g.item_ids) or
                       (g.distance is not None and g.distance <= strict) else
                       ReviewGroup(g.item_ids, None, None, None) for g in groups]
-            groups = _by_candidate(groups, ASK_DISTANCE)
+            groups = _by_candidate(groups, ASK_DISTANCE * scale)
             # likeliest answers first: a group whose candidate is close is one "yes" for all its faces;
             # then "Who is this?" questions, the faces that are their photo's subject first
             # (large in the frame: the people the user photographed, not passers-by)
@@ -340,7 +341,7 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
                                        -len(g.item_ids)))
             groups = groups[:limit]
         if include_uncertain and len(groups) < limit:
-            groups.extend(_uncertain(v, limit - len(groups)))
+            groups.extend(_uncertain(v, limit - len(groups), lib.distance_scale(s.model)))
     return groups[:limit]
 
 
@@ -457,10 +458,12 @@ def _candidates(v: _View, groups: list[np.ndarray], rejected: dict[int, set[int]
     return out
 
 
-def _uncertain(v: _View, limit: int) -> list[ReviewGroup]:
+def _uncertain(v: _View, limit: int, scale: float = 1.0) -> list[ReviewGroup]:
     """For the largest people (at most 500 looked at), the unconfirmed members whose nearest other
-    member is farther than GROUP_DISTANCE, as one group each: "Are these <name>?"."""
+    member is farther than GROUP_DISTANCE (times the model's distance_scale), as one group each:
+    "Are these <name>?"."""
     out = []
+    far_distance = GROUP_DISTANCE * scale
     for p in range(min(500, len(v.person_ids))):
         if len(out) >= limit:
             break
@@ -471,11 +474,11 @@ def _uncertain(v: _View, limit: int) -> list[ReviewGroup]:
         d2 = np.maximum(2.0 - 2.0 * (Xp @ Xp.T), 0.0)
         np.fill_diagonal(d2, np.inf)
         nn = np.sqrt(d2.min(axis=1))
-        far = (nn > GROUP_DISTANCE) & ~v.confirmed[v.starts[p]:v.starts[p + 1]]
+        far = (nn > far_distance) & ~v.confirmed[v.starts[p]:v.starts[p + 1]]
         if far.any():
             pid = int(v.person_ids[p])
             out.append(ReviewGroup(v.ids[rows[far]].tolist(), pid, v.names.get(pid),
-                                   round(float(np.median(nn[nn > GROUP_DISTANCE])), 4), kind="uncertain"))
+                                   round(float(np.median(nn[nn > far_distance])), 4), kind="uncertain"))
     out.sort(key=lambda g: -(g.distance or 0.0))
     return out
 

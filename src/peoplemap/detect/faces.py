@@ -1,7 +1,9 @@
-"""Faces with dlib: HOG or MMOD-CNN boxes, 5-point landmarks, aligned 150x150 chips.
+"""Faces with dlib: HOG or MMOD-CNN boxes, 5-point landmarks, aligned 300x300 wide chips.
 
-Every region's crop is the chip dlib's ResNet face descriptor expects (`dlib.get_face_chip`, size 150,
-padding 0.25), so an embedder can embed crops directly. The dlib models are loaded lazily, once per
+Every region's crop is a wide chip (`dlib.get_face_chip`, size 300, padding 1.0): its centre 150x150
+is the chip dlib's ResNet face descriptor expects (size 150, padding 0.25, at the same scale;
+`center_chip`), and it holds the forehead and cheeks that the 112x112 ArcFace-aligned face of the
+second descriptor needs (`embed.mobilefacenet`), so an embedder can embed crops directly. The dlib models are loaded lazily, once per
 process, and each loaded object is used under its own lock: dlib objects are not safe to call from
 two threads at once (and dlib holds the GIL while it runs, so a lock costs no parallelism).
 
@@ -37,6 +39,10 @@ DETECTORS = ("hog", "cnn")
 
 CHIP_SIZE = 150
 CHIP_PADDING = 0.25
+WIDE_SIZE = 300
+WIDE_PADDING = 1.0
+"""A wide chip spans 1 + 2 x 1.0 = 3 face widths in 300 px, dlib's chip 1.5 in 150 px: the same
+100 px a face width, so dlib's chip is the wide chip's centre (`center_chip`)."""
 HOG_THRESHOLD = -0.2
 """HOG scores below 0 are dlib's "less sure" detections. -0.2 is the lowest threshold with no false
 face on any shared set; it finds a blurred 55 px background face in bbt2 (score -0.18) that 0 misses.
@@ -240,7 +246,8 @@ def as_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
 
 
 class FaceDetector:
-    """Find faces and return them as regions whose crop is the aligned 150x150 chip.
+    """Find faces and return them as regions whose crop is the aligned 300x300 wide chip
+    (`center_chip` is dlib's 150x150 chip).
 
     detector: "hog" (dlib frontal HOG, fast) or "cnn" (dlib MMOD CNN, more robust, ~70x slower on CPU).
     upsample: dlib doublings of the image before scanning; None chooses by size (HOG: one scan of the
@@ -280,7 +287,8 @@ class FaceDetector:
             "threshold": HOG_THRESHOLD if self.detector == "hog" else 0.0,
             "min_face_px": self.min_face,
             "landmarks": SHAPE_MODEL,
-            "alignment": f"5-point, dlib.get_face_chip size {CHIP_SIZE} padding {CHIP_PADDING}",
+            "alignment": (f"5-point, dlib.get_face_chip size {WIDE_SIZE} padding {WIDE_PADDING}; dlib's descriptor "
+                          f"on its centre {CHIP_SIZE}x{CHIP_SIZE} (padding {CHIP_PADDING})"),
             "face_crops": (f"images <= {CROP_MAX_SIDE} px with aspect {CROP_ASPECT[0]}-{CROP_ASPECT[1]} are "
                            f"scanned padded by {RETRY_PAD} with edge pixels first, then bare"),
             "fallback": (f"such an image with no face: landmarks on the whole image (score 0) if grey std >= "
@@ -299,7 +307,7 @@ class FaceDetector:
 
     # -- detection -----------------------------------------------------------------------------
     def detect(self, rgb: np.ndarray) -> list[Region]:
-        """Faces in an RGB uint8 image: boxes (x, y, w, h) clipped to it, scores, aligned chips."""
+        """Faces in an RGB uint8 image: boxes (x, y, w, h) clipped to it, scores, aligned wide chips."""
         img = as_rgb(rgb)
         h, w = img.shape[:2]
         crop_like = looks_like_face_crop(h, w)
@@ -371,7 +379,7 @@ class FaceDetector:
         with sp.lock:
             for r, _ in keep:
                 shapes.append(sp.obj(img, r))
-        chips = dlib.get_face_chips(img, shapes, size=CHIP_SIZE, padding=CHIP_PADDING)
+        chips = dlib.get_face_chips(img, shapes, size=WIDE_SIZE, padding=WIDE_PADDING)
         H, W = size
         out = []
         for (r, score), chip in zip(keep, chips):
@@ -394,14 +402,14 @@ class FaceDetector:
         return shape, points
 
     def align_whole(self, rgb: np.ndarray) -> np.ndarray:
-        """The aligned chip of an image taken to be one face filling it (no plausibility check)."""
+        """The aligned wide chip of an image taken to be one face filling it (no plausibility check)."""
         img = as_rgb(rgb, "crop")
         shape, _ = self.landmarks_whole(img)
-        return np.ascontiguousarray(import_dlib().get_face_chip(img, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
+        return np.ascontiguousarray(import_dlib().get_face_chip(img, shape, size=WIDE_SIZE, padding=WIDE_PADDING))
 
     def fallback_chip(self, rgb: np.ndarray) -> Optional[np.ndarray]:
-        """The whole-image chip if the image is not flat, the landmarks look like a face and the chip
-        scores as one (see the module docstring), else None."""
+        """The whole-image wide chip if the image is not flat, the landmarks look like a face and the
+        chip scores as one (see the module docstring), else None."""
         h, w = rgb.shape[:2]
         grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
         if float(grey.std()) < MIN_GREY_STD:
@@ -411,8 +419,8 @@ class FaceDetector:
         if not plausible_landmarks(points, float(w)):
             log.debug("no fallback face: landmarks in the %dx%d image do not look like a face", w, h)
             return None
-        chip = np.ascontiguousarray(import_dlib().get_face_chip(rgb, shape, size=CHIP_SIZE, padding=CHIP_PADDING))
-        score = chip_face_score(chip)
+        chip = np.ascontiguousarray(import_dlib().get_face_chip(rgb, shape, size=WIDE_SIZE, padding=WIDE_PADDING))
+        score = chip_face_score(center_chip(chip))
         if score < FALLBACK_MIN_SCORE:
             log.debug("no fallback face: the %dx%d image's chip scores %.2f as a face", w, h, score)
             return None
@@ -427,6 +435,12 @@ def _unscaled(rects: Sequence[Any], scale: float) -> list[Any]:
     return [dlib.rectangle(int(round(r.left() / scale)), int(round(r.top() / scale)),
                            int(round((r.right() + 1) / scale)) - 1, int(round((r.bottom() + 1) / scale)) - 1)
             for r in rects]
+
+
+def center_chip(wide: np.ndarray) -> np.ndarray:
+    """dlib's 150x150 chip (padding 0.25) inside a wide chip: its centre."""
+    at = (WIDE_SIZE - CHIP_SIZE) // 2
+    return np.ascontiguousarray(wide[at:at + CHIP_SIZE, at:at + CHIP_SIZE])
 
 
 def chip_face_score(chip: np.ndarray) -> float:

@@ -70,6 +70,11 @@ class Model(Detector, Embedder, Protocol):
     merge_distance: float | None
     """The default clustering joins two groups whose members are on average (root mean square over
     all pairs) closer than this (peoplemap.cluster.merge_groups); None: no joining."""
+    distance_scale: float
+    """This model's distances in units of dlib's face descriptor's (unit vectors), in which the
+    clustering profiles' and the review's distances are written (HDBSCAN's epsilon, chinese
+    whispers' threshold, the review's grouping distances): they are multiplied by it. 1.0 for
+    dlib's descriptor, and for models measured in the same units."""
 
     def describe(self) -> dict[str, Any]:
         """Name, version, preprocessing and parameters: recorded with each stored vector set."""
@@ -104,6 +109,7 @@ class ModelBase:
     used as it is, and its set takes the current version)."""
     min_group_score: float | None = None
     merge_distance: float | None = None
+    distance_scale: float = 1.0
 
     def load(self) -> None:
         """Nothing to load up front."""
@@ -137,6 +143,9 @@ def check_model(model: Any) -> Model:
         v = getattr(model, number, "missing")
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
             raise ModelError(f"model class {what} must declare {number} as a number or None")
+    scale = getattr(model, "distance_scale", None)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < 100:
+        raise ModelError(f"model class {what} must declare distance_scale as a positive number")
     versions = getattr(model, "compatible_versions", None)
     if not isinstance(versions, tuple) or not all(isinstance(v, str) for v in versions):
         raise ModelError(f"model class {what} must declare compatible_versions as a tuple of strings")

