@@ -525,3 +525,34 @@ def test_models_fetch_installs_the_second_descriptor(tmp_path, monkeypatch, mobi
     monkeypatch.setenv("PEOPLEMAP_CACHE_DIR", str(tmp_path / "other"))
     r = CliRunner().invoke(main, ["models", "--fetch"])
     assert r.exit_code != 0 and "cannot read" in r.output and "Traceback" not in r.output
+
+
+def test_a_library_of_the_former_face_model_is_rebuilt_keeping_its_names(tmp_path, settings) -> None:
+    """A library indexed with the former face model (dlib's 128-d descriptor alone) keeps its people
+    and names; index asks for --rebuild, which re-extracts the faces with the joined descriptor and
+    carries the names over to the new faces."""
+    import sqlite3
+
+    from peoplemap import Library
+    from peoplemap.errors import LibraryError
+
+    folder = shared_set("dlib_johns")
+    path = tmp_path / "lib"
+    with Library.open(path, create=True, settings=settings) as lib:
+        lib.index(folder, model="face")
+        lib.cluster(model="face")
+        first = lib.people("face")[0]
+        lib.name_person(first.id, "Johnny", "face")
+        faces = {(it.path, it.box) for it in lib.items("face") if it.id in set(first.item_ids)}
+    with sqlite3.connect(path / "library.sqlite") as c:  # as the former release left it
+        c.execute("UPDATE vector_sets SET version = ?, dim = 128", ("dlib-resnet-v1+hog-r1-0123456789ab",))
+    with Library.open(path, settings=settings) as lib:
+        assert lib.person("Johnny", "face").size == len(faces)  # still there, before any rebuild
+        with pytest.raises(LibraryError, match="--rebuild"):
+            lib.index(folder, model="face")
+        lib.index(folder, model="face", rebuild=True)
+        s = lib.vector_set("face")
+        assert s.version == lib.embedder("face").version and s.dim == 320
+        johnny = lib.person("Johnny", "face")
+        boxes = {it.id: (it.path, it.box) for it in lib.items("face")}
+        assert {boxes[i] for i in johnny.item_ids} == faces

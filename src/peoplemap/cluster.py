@@ -49,7 +49,8 @@ PROFILES: dict[str, dict[str, Any]] = {
     "seed": {"preprocess": "standardize+pca", "pca_max_components": 50,
              "min_cluster_size": 3, "min_samples": None, **_HDBSCAN_DEFAULTS},
     # L2-normalised identity embeddings: no scaling, no PCA; euclidean on unit vectors is monotone in
-    # cosine distance. Chosen once, by measurement on all six shared face sets with the face model,
+    # cosine distance. Its distances (and chinese whispers' below) are in dlib face descriptor units:
+    # run_clustering multiplies them by the model's distance_scale (profile_distances). Chosen once, by measurement on all six shared face sets with the face model,
     # then fixed (no per-dataset tuning): groups of two count (people with few photos),
     # min_samples=2 keeps chains of near-duplicates from bridging people, eps=0.25 merges the
     # sub-clusters of one person that eom selection otherwise splits (dlib's 0.6 same-person

@@ -45,6 +45,9 @@ ASK_DISTANCE = 0.5
 """Unsorted faces whose nearest person is within this are asked about together: "Are these <name>?"
 (beyond it, a group is a "Who is this?" question with its best guess)."""
 GROUP_K = 5
+SUGGEST_DISTANCE = 0.6
+"""Two people are suggested as one only when their faces are on average this close (dlib units):
+beyond dlib's same-person 0.41 by half, so that a person photographed widely is still offered."""
 GROUP_MAX = 40
 """A group larger than this is split again at a stricter distance: a question must fit a screen."""
 CANDIDATE_K = 12
@@ -239,15 +242,19 @@ def _link(XA: np.ndarray, XB: np.ndarray) -> tuple[float, int, int]:
 
 
 def merge_suggestions(lib: "Library", model: Optional[str] = None, *, person: Optional[int] = None,
-                      limit: int = 20, max_distance: float = 0.6) -> list[MergeSuggestion]:
-    """The likeliest same-person pairs of people, best first (only pairs with `person` when given).
+                      limit: int = 20, max_distance: Optional[float] = None) -> list[MergeSuggestion]:
+    """The likeliest same-person pairs of people, best first (only pairs with `person` when given),
+    no farther apart than max_distance (default SUGGEST_DISTANCE times the model's distance_scale).
     Pairs the user marked as different, and hidden people, are left out. Candidate pairs come from
     each person's CENTROID_CANDIDATES nearest centroids (kept between calls, updated for the
     people that changed); the average distance is computed for the best-placed ones only (at most
     10 x limit + 100), so 100k faces answer in well under a second once the table is made."""
     with lib.derived.review.lock:
         v = _view(lib, model)
-        sid = lib.vector_set(model).id
+        s = lib.vector_set(model)
+        sid = s.id
+        if max_distance is None:
+            max_distance = SUGGEST_DISTANCE * lib.distance_scale(s.model)
         keep = np.flatnonzero(~v.hidden & (np.diff(v.starts) > 0))
         if len(keep) < 2:
             return []
