@@ -10,7 +10,7 @@ stored vector, times sqrt(1 + SECOND_WEIGHT^2), are dlib's descriptor, L2-normal
 
 dlib's raw descriptors have norms of about 1.45 (1.36-1.53 on dlib_johns), so dlib's documented
 same-person threshold of 0.6 Euclidean is about 0.41 between its unit vectors; distances between the
-joined vectors are DISTANCE_SCALE times as large at the same recall.
+joined vectors are DISTANCE_SCALE times as large at the same false-match rate.
 """
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ SECOND_WEIGHT = 0.4
 """MobileFaceNet's weight in the joined vector (dlib's is 1). Measured on both in-the-wild dev sets
 (benchmarks/RESULTS.md, "MobileFaceNet"), one face per photo: celeba_wild_dev rank-1 / mAP and LFW
 DevTest pairs (10-fold): dlib alone 0.967 / 0.915 / 98.8%, MobileFaceNet alone 0.971 / 0.915 / 99.3%,
-joined at 0.4 0.975 / 0.935 / 99.0%, at 0.5 0.975 / 0.933 / 99.0%, at 0.6 0.973 / 0.931 / 99.0%."""
+joined at 0.4 0.975 / 0.935 / 99.0%, at 0.5 0.975 / 0.933 / 99.0%, at 0.6 0.973 / 0.931 / 99.0%
+(MobileFaceNet's face and its mirror image there; the model runs the face alone, which measured the
+same at half the time). Through the whole pipeline at 0.4: 0.974 / 0.934 / 99.1%."""
 REVISION = "2"
 """Bump when alignment or descriptor code changes what vector a face gets: it is part of `version`,
 and vectors of different versions are never mixed (the library asks for `index --rebuild`).
@@ -61,8 +63,8 @@ window still finds faces down to 4% of the photo's width; smaller photos are dec
 DISTANCE_SCALE = 1.4
 """Distances between joined vectors over distances between dlib's unit vectors at the same share of
 strangers' pairs closer: at each of the dlib-unit distances the clustering uses (0.25, 0.32, 0.345,
-0.40), 1.28-1.74 on both dev sets, median 1.42 (benchmarks/RESULTS.md, "MobileFaceNet"). The same
-share of one person's pairs closer needs only 1.26-1.34: the joined vectors keep strangers apart
+0.40), 1.27-1.75 on both dev sets, median 1.42 (benchmarks/RESULTS.md, "MobileFaceNet"). The same
+share of one person's pairs closer needs only 1.27-1.35: the joined vectors keep strangers apart
 better, and at 1.4 the constants keep the false matches dlib's descriptor had while finding more of
 each person. The clustering's and the review's distances, and the two below, are written in dlib's
 units and multiplied by it."""
@@ -72,7 +74,8 @@ MATCH_DISTANCE = round(0.32 * DISTANCE_SCALE, 4)
 units (dlib's raw-descriptor threshold of 0.6 is ~0.41 there). Measured with
 benchmarks/bench_placement.py on celeba_wild_dev and lfw_devtest (people held out of the first
 index, then added): the clustering's radius rule alone put 67% of the faces of people not in the
-library with someone; at 0.32, under 1%, while 88% of known people's new faces join the right person."""
+library with someone; at 0.32, under 1%, while 88% of known people's new faces join the right person.
+With the joined descriptor, at 0.448 (celeba_wild_dev, 3 seeds): 0.0% and 90.0%."""
 
 
 MERGE_DISTANCE = round(0.345 * DISTANCE_SCALE, 4)
