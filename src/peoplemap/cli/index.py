@@ -307,7 +307,7 @@ def models(fetch: bool) -> None:
     and how it works.
 
     \b
-    Examples:
+    Example:
       peoplemap models
       peoplemap models --fetch
     """
