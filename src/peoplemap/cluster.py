@@ -50,14 +50,14 @@ PROFILES: dict[str, dict[str, Any]] = {
              "min_cluster_size": 3, "min_samples": None, **_HDBSCAN_DEFAULTS},
     # L2-normalised identity embeddings: no scaling, no PCA; euclidean on unit vectors is monotone in
     # cosine distance. Its distances (and chinese whispers' below) are in dlib face descriptor units:
-    # run_clustering multiplies them by the model's distance_scale (profile_distances). Chosen once, by measurement on all six shared face sets with the face model,
-    # then fixed (no per-dataset tuning): groups of two count (people with few photos),
-    # min_samples=2 keeps chains of near-duplicates from bridging people, eps=0.25 merges the
-    # sub-clusters of one person that eom selection otherwise splits (dlib's 0.6 same-person
-    # threshold is ~0.41 between unit vectors). With link_distance (Library.cluster passes the
-    # model's match distance; the face model's is 0.32) HDBSCAN's groups are then checked against
-    # it (refine_by_links): BCubed F on LFW DevTest 0.846 -> 0.939, celeba_wild_dev 0.912 -> 0.923,
-    # and no shared face set lower (benchmarks/RESULTS.md, "Default clustering").
+    # run_clustering multiplies them by the model's distance_scale (profile_distances). Chosen once, by
+    # measurement on all six shared face sets with the face model, then fixed (no per-dataset tuning): groups
+    # of two count (people with few photos), min_samples=2 keeps chains of near-duplicates from bridging
+    # people, eps=0.25 merges the sub-clusters of one person that eom selection otherwise splits (dlib's 0.6
+    # same-person threshold is ~0.41 between unit vectors). With link_distance (Library.cluster passes the
+    # model's match distance; the face model's is 0.32 x 1.4) HDBSCAN's groups are then checked against it
+    # (refine_by_links): BCubed F on LFW DevTest 0.846 -> 0.939, celeba_wild_dev 0.912 -> 0.923, and no shared
+    # face set lower (benchmarks/RESULTS.md, "Default clustering").
     "default": {"preprocess": "l2-normalize", **_HDBSCAN_DEFAULTS, "min_cluster_size": 2,
                 "min_samples": 2, "cluster_selection_method": "eom",
                 "cluster_selection_epsilon": 0.25, "link_distance": None, "merge_distance": None,

@@ -318,9 +318,9 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
         owned[v.rows] = True
         loose = np.flatnonzero(~owned)
         groups: list[ReviewGroup] = []
+        scale = lib.distance_scale(s.model)  # GROUP_DISTANCE and ASK_DISTANCE are in dlib's units
         if len(loose):
             match = lib.match_distance(s.model)
-            scale = lib.distance_scale(s.model)  # GROUP_DISTANCE and ASK_DISTANCE are in dlib's units
             threshold = max(GROUP_DISTANCE * scale, match or 0.0)
             sims, nbrs = _neighbours(lib, s.id, "unsorted", GROUP_K + 1, v.ids[loose], v.X[loose])
             comps = _split(v.X[loose], _mutual_components(sims, nbrs, threshold), threshold)
@@ -348,7 +348,7 @@ def review_groups(lib: "Library", model: Optional[str] = None, *, limit: int = 5
                                        -len(g.item_ids)))
             groups = groups[:limit]
         if include_uncertain and len(groups) < limit:
-            groups.extend(_uncertain(v, limit - len(groups), lib.distance_scale(s.model)))
+            groups.extend(_uncertain(v, limit - len(groups), scale))
     return groups[:limit]
 
 

@@ -3,9 +3,10 @@
 Every region's crop is a wide chip (`dlib.get_face_chip`, size 300, padding 1.0): its centre 150x150
 is the chip dlib's ResNet face descriptor expects (size 150, padding 0.25, at the same scale;
 `center_chip`), and it holds the forehead and cheeks that the 112x112 ArcFace-aligned face of the
-second descriptor needs (`embed.mobilefacenet`), so an embedder can embed crops directly. The dlib models are loaded lazily, once per
-process, and each loaded object is used under its own lock: dlib objects are not safe to call from
-two threads at once (and dlib holds the GIL while it runs, so a lock costs no parallelism).
+second descriptor needs (`embed.mobilefacenet`), so an embedder can embed crops directly. The dlib
+models are loaded lazily, once per process, and each loaded object is used under its own lock: dlib
+objects are not safe to call from two threads at once (and dlib holds the GIL while it runs, so a
+lock costs no parallelism).
 
 Pre-cropped face photos (lab sets) often defeat the detector, whose 80 px window wants some margin
 around the face. An image that looks like such a crop (small, near square) is first scanned padded

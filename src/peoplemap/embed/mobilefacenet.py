@@ -179,11 +179,12 @@ _sessions: dict[str, Session] = {}
 
 def session(settings: Settings) -> Session:
     """One onnxruntime session per process, on one thread (the face model spreads photos over
-    processes). fp32 onnxruntime always: the vectors must not depend on the machine's runtime."""
-    path = onnx_path(settings)
-    key = str(path)
+    processes). fp32 onnxruntime always: the vectors must not depend on the machine's runtime.
+    Keyed by the model cache, so a call per photo neither hashes nor stats anything."""
+    key = str(settings.model_dir)
     with _lock:
         if key not in _sessions:
+            path = onnx_path(settings)
             _sessions[key] = memory_session(path.read_bytes(), path.name, threads=1)
         return _sessions[key]
 
