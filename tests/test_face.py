@@ -204,6 +204,34 @@ def test_detection_is_thread_safe() -> None:
     assert results == [expected] * 3
 
 
+def test_a_photo_with_only_unsure_hog_faces_is_checked_by_the_cnn() -> None:
+    """A watermark's text runs across the face: HOG finds only an unsure "face" on the text. The CNN,
+    which then looks too, finds the real face; the unconfirmed HOG face is kept beside it."""
+    from peoplemap.detect.faces import UNSURE_SCORE, overlap
+
+    img = pixels("celeba_wild_dev/id07244/015343.jpg")
+    hog = FaceDetector(fallback_cnn=False).detect(img)
+    assert hog and all(r.score < UNSURE_SCORE for r in hog)
+    found = FaceDetector().detect(img)
+    sure = [r for r in found if r.score >= 0.5]
+    assert len(sure) == 1 and all(overlap(sure[0].box, r.box) < 0.3 for r in hog)
+    x, y, w, h = sure[0].box
+    assert w > 150 and 0.1 < (x + w / 2) / img.shape[1] < 0.6  # the face is large, left of the text
+    assert sorted(r.box for r in found if r is not sure[0]) == sorted(r.box for r in hog)
+
+
+def test_cnn_faces_replace_the_unsure_hog_faces_they_overlap() -> None:
+    from peoplemap.detect.faces import confirmed, overlap
+    from peoplemap.types import Region
+
+    chip = np.zeros((300, 300, 3), np.uint8)
+    hog = [Region(box=(10, 10, 100, 100), score=-0.1, crop=chip), Region(box=(300, 40, 30, 30), score=-0.15, crop=chip)]
+    cnn = [Region(box=(20, 0, 110, 110), score=1.05, crop=chip)]
+    assert overlap(hog[0].box, cnn[0].box) > 0.7 and overlap(hog[1].box, cnn[0].box) == 0.0
+    assert confirmed(hog, cnn) == [cnn[0], hog[1]]
+    assert confirmed(hog, []) == hog and confirmed([], cnn) == cnn
+
+
 def test_cnn_detector_finds_a_face_chip() -> None:
     img = pixels(sorted((shared_set("dlib_johns") / "John_Salley").iterdir())[0])
     (region,) = FaceDetector("cnn", upsample=0).detect(img)
