@@ -308,7 +308,8 @@ class FaceDetector:
                 f"auto: one scan of the luminance enlarged by min({MAX_SCAN_SCALE}, sqrt({SCAN_PIXELS} / h*w))"
                 if self.detector == "hog" else
                 f"auto: most doublings (<= {MAX_UPSAMPLE}) keeping h*w*4^n <= {UPSAMPLE_BUDGET[self.detector]} px"),
-            "cnn_fallback": (f"no HOG face or only unsure ones (score < {UNSURE_SCORE}): MMOD CNN ({CNN_MODEL}) on the image scaled to ~{CNN_FIRST_PIXELS} px, "
+            "cnn_fallback": (f"no HOG face or only unsure ones (score < {UNSURE_SCORE}): MMOD CNN "
+                             f"({CNN_MODEL}) on the image scaled to ~{CNN_FIRST_PIXELS} px, "
                              f"then ~{CNN_FALLBACK_PIXELS} px (enlarged at most {MAX_SCAN_SCALE}x)"
                              if self.fallback_cnn else "off"),
             "threshold": HOG_THRESHOLD if self.detector == "hog" else 0.0,
