@@ -37,6 +37,8 @@ def main() -> None:
         st.Page(index_by_name, title="Index", url_path="index", visibility="hidden"),
     ])
     common.choose_vector_set(common.library())
+    if nav != people:
+        pages_people.forget_dismissed()
     nav.run()
 
 

@@ -46,14 +46,18 @@ SELECTED = "people_selected"
 FLASH = "people_flash"
 SPLIT = "people_split"
 PENDING_NAME = "people_pending_name"
+DISMISSED = "people_dismissed"
 """Session keys: the open person's id; the last action's (section, message); the items ticked
-for a split or a cover; a name that someone else has, waiting for the user's answer."""
+for a split or a cover; a name that someone else has, waiting for the user's answer; the person
+whose dialog was just closed (`_wanted`)."""
 
 
 # -- state ----------------------------------------------------------------------------------------
 def _open(person_id: Optional[int]) -> None:
     st.session_state[SELECTED] = person_id
     st.session_state.pop(PENDING_NAME, None)
+    if person_id is not None:
+        st.session_state.pop(DISMISSED, None)
     if person_id is None:
         st.query_params.pop("person", None)
     else:
@@ -62,7 +66,26 @@ def _open(person_id: Optional[int]) -> None:
 
 def _closed() -> None:
     """The dialog was dismissed (its ✕, Esc, or a click outside)."""
+    st.session_state[DISMISSED] = st.session_state.get(SELECTED)
     _open(None)
+
+
+def _wanted() -> Optional[int]:
+    """The person the address asks for. A click made right after the dialog was closed can leave
+    before the browser hears that the address lost its person: its run still carries the closed
+    person, who stays closed until the user opens someone or comes from another page
+    (`forget_dismissed`)."""
+    wanted = st.query_params.get("person", "")
+    person_id = int(wanted) if wanted.isdigit() else None
+    if person_id is not None and person_id == st.session_state.get(DISMISSED):
+        st.query_params.pop("person", None)
+        return None
+    return person_id
+
+
+def forget_dismissed() -> None:
+    """Another page is shown: a link back to the person closed last opens them again."""
+    st.session_state.pop(DISMISSED, None)
 
 
 def _tick(person_id: int, item_id: int) -> None:
@@ -523,8 +546,7 @@ def page() -> None:
                           if c.stale else ""))
     # The address says which person is open (the dialog keeps it up to date): a link from another
     # page (a face's photo) opens that person, and coming back without one opens nobody.
-    wanted = st.query_params.get("person", "")
-    st.session_state[SELECTED] = int(wanted) if wanted.isdigit() else None
+    st.session_state[SELECTED] = _wanted()
     selected = st.session_state.get(SELECTED)
     if not everyone:
         st.info("The clustering found no groups, so there are no people yet. Cluster again the "
